@@ -1,0 +1,97 @@
+"""Hard constraints on a candidate, checked on its analysis before any training.
+
+Bounds read the way assignments state them: ``max_params: 20000`` means *fewer than* 20,000
+parameters, ``min_rf: 44`` means an RF *above* 44.
+
+>>> from nas.spec import Spec
+>>> from nas.analysis import analyse
+>>> a = analyse(Spec.from_dict({"input": [1, 8, 8], "layers": [{"conv": {"out": 4}}, "gap"]}))
+>>> [c.line() for c in Constraints(max_params=100, require=("gap",)).check(a)]
+['params < 100 ✓ (40)', 'requires gap ✓']
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .analysis import Analysis
+from .errors import NasError
+
+FEATURES = ("dws", "depthwise", "dilated", "gap", "fc", "pool", "bn", "dropout")
+FC_RULES = ("any", "none", "after_gap")
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    ok: bool
+    detail: str = ""
+
+    def line(self) -> str:
+        mark = "✓" if self.ok else "✗"
+        return f"{self.name} {mark}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_params: int | None = None
+    min_rf: int | None = None
+    max_rf: int | None = None
+    max_macs: int | None = None
+    require: tuple[str, ...] = ()
+    fc: str = "any"
+    classes: int | None = None  # the net's output must be this many logits
+
+    def __post_init__(self):
+        bad = [f for f in self.require if f not in FEATURES]
+        if bad:
+            raise NasError(f"unknown required operation {bad[0]!r} (known: {', '.join(FEATURES)})")
+        if self.fc not in FC_RULES:
+            raise NasError(f"fc must be one of {', '.join(FC_RULES)}, got {self.fc!r}")
+        for name in ("max_params", "min_rf", "max_rf", "max_macs", "classes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise NasError(f"{name} must be a non-negative integer, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Constraints":
+        data = dict(data or {})
+        allowed = [f.name for f in fields(cls)]
+        unknown = set(data) - set(allowed)
+        if unknown:
+            raise NasError(f"unknown constraint {sorted(unknown)[0]!r} (allowed: {', '.join(allowed)})")
+        if isinstance(data.get("require"), str):
+            data["require"] = [s.strip() for s in data["require"].split(",") if s.strip()]
+        data["require"] = tuple(data.get("require") or ())
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
+                if v not in (None, (), "any")}
+
+    def check(self, a: Analysis) -> list[Result]:
+        """One :class:`Result` per constraint that is set."""
+        out = []
+        if self.max_params is not None:
+            out.append(Result(f"params < {self.max_params:,}", a.params < self.max_params, f"{a.params:,}"))
+        if self.min_rf is not None:
+            out.append(Result(f"RF > {self.min_rf}", a.rf > self.min_rf, str(a.rf)))
+        if self.max_rf is not None:
+            out.append(Result(f"RF <= {self.max_rf}", a.rf <= self.max_rf, str(a.rf)))
+        if self.max_macs is not None:
+            out.append(Result(f"MACs < {self.max_macs:,}", a.macs < self.max_macs, f"{a.macs:,}"))
+        for feature in self.require:
+            out.append(Result(f"requires {feature}", feature in a.features))
+        if self.fc == "none":
+            out.append(Result("no fully-connected layer", "fc" not in a.features))
+        elif self.fc == "after_gap":
+            out.append(Result("fully-connected only after GAP",
+                              "fc" not in a.features or "fc_after_gap" in a.features))
+        if self.classes is not None:
+            logits = a.out_shape[0] if all(n == 1 for n in a.out_shape[1:]) else None
+            out.append(Result(f"outputs {self.classes} classes", logits == self.classes,
+                              f"output {list(a.out_shape)}"))
+        return out
+
+    def failures(self, a: Analysis) -> list[Result]:
+        return [r for r in self.check(a) if not r.ok]
