@@ -97,3 +97,177 @@ def check(design, **limits) -> None:
 
 
 # Commands of later stages are registered below this line.
+
+
+@main.command("export")
+@click.argument("design", required=False)
+@click.option("--study", help="Study to export a trial from (needed when the storage holds several).")
+@click.option("--storage", default="sqlite:///results/studies.db", show_default=True, help="Optuna storage URL.")
+@click.option("--results", type=click.Path(file_okay=False), help="Results folder of the study [default: results].")
+@click.option("--trial", default="best", show_default=True, metavar="N|best",
+              help="Trial number, or the best trial that meets the study's constraints.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="state_dict .pt for DESIGN (e.g. from nas reproduce).")
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder [default: export/NAME].")
+@_constraint_options
+def export(design, study, storage, results, trial, weights, out, **limits) -> None:
+    """Write a standalone model.py (needs only torch), weights.pt and spec.yaml.
+
+    Exports DESIGN (untrained, or with --weights), or else a trial trained in a study.
+
+    Example: nas export seed001 -o export/seed001   (then: cd export/seed001 && python model.py)
+    """
+    from pathlib import Path
+
+    from . import export as exporting
+
+    if design and (study or trial != "best"):
+        raise NasError("give a DESIGN or --study/--trial, not both; --weights goes with DESIGN")
+    if design:
+        src = exporting.from_design(design, weights, _constraints(**limits))
+    elif weights:
+        raise NasError("--weights needs a DESIGN to load them into, e.g. nas export seed001 --weights FILE")
+    else:
+        src = exporting.from_study(study, storage, trial, results)
+    folder = exporting.export(src.spec, Path(out or Path("export") / src.name), src.state_dict, src.constraints, src.meta)
+    click.echo(f"wrote {folder}/model.py, weights.pt, spec.yaml ({src.meta.get('weights', exporting.UNTRAINED)})")
+
+
+@main.command("spaces")
+def list_spaces() -> None:
+    """List the search spaces (files in search_spaces/)."""
+    from .space import Space
+
+    for name in registry.spaces():
+        space = Space.load(name)
+        task = space.task
+        click.echo(f"{name:<16} {space.size:>8,} points  {task.dataset:<8} target {task.target:.2%} "
+                   f"in {task.max_epochs} epochs  points: {', '.join(space.points) or '-'}")
+
+
+@main.command("space")
+@click.argument("name")
+@click.option("--exact-limit", default=20_000, show_default=True, help="Enumerate spaces up to this size; sample larger ones.")
+@click.option("--samples", default=4_000, show_default=True, help="Random points to check when sampling.")
+@click.option("--seed", default=0, show_default=True)
+def space_cmd(name, exact_limit, samples, seed) -> None:
+    """Check space NAME before any training: size, feasible candidates, params and RF ranges.
+
+    Exits 1 when no candidate meets every constraint, with a hint on what to change.
+    """
+    from .feasibility import feasibility
+    from .space import Space
+
+    space = Space.load(name)
+    click.echo(f"{space.name}: {space.description}" if space.description else space.name)
+    click.echo(f"task: {space.task.dataset}, target {space.task.target:.2%} within {space.task.max_epochs} epochs; "
+               + (", ".join(r.split(" (")[0] for r in _constraint_names(space)) or "no constraints"))
+    f = feasibility(space, exact_limit=exact_limit, samples=samples, seed=seed)
+    for line in f.lines():
+        click.echo(line)
+    if not f.feasible:
+        sys.exit(1)
+
+
+def _constraint_names(space) -> list[str]:
+    c = space.task.constraints
+    names = []
+    if c.max_params is not None:
+        names.append(f"params < {c.max_params:,}")
+    if c.min_rf is not None:
+        names.append(f"RF > {c.min_rf}")
+    if c.max_rf is not None:
+        names.append(f"RF <= {c.max_rf}")
+    names += [f"requires {r}" for r in c.require]
+    if c.fc != "any":
+        names.append(f"fc: {c.fc}")
+    return names
+
+
+def _search_options(f):
+    f = click.option("--study", help="Study name [default: the space's name].")(f)
+    f = click.option("--storage", help="Optuna storage URL: sqlite:///..., postgresql://..., journal:PATH "
+                     "[default: sqlite:///results/studies.db].")(f)
+    f = click.option("--data-dir", envvar="NAS_DATA_DIR", type=click.Path(file_okay=False),
+                     help="Local copy of the dataset (torchvision layout or image folder) [env NAS_DATA_DIR].")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
+    f = click.option("--seed", default=0, show_default=True, help="Sampler and training seed.")(f)
+    f = click.option("--finish", is_flag=True, help="Train the whole schedule even after the target is met.")(f)
+    f = click.option("--train-limit", type=click.IntRange(1), help="Train on this many random training images (quick looks).")(f)
+    return f
+
+
+def _run_search(cfg) -> None:
+    import optuna
+
+    from .search import describe, run
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed below instead
+    outcome = run(cfg, on_trial=_print_trial)
+    for line in describe(outcome, cfg):
+        click.echo(line)
+    if outcome.interrupted:
+        click.echo(f"interrupted: every finished trial is saved; run the same command to resume study {cfg.name}", err=True)
+        sys.exit(130)
+
+
+def _print_trial(t) -> None:
+    a = t.user_attrs
+    status = a.get("status", t.state.name.lower())
+    if status == "rejected":
+        return
+    accs = a.get("accuracies") or []
+    acc = f"acc {accs[-1]:.4f} after {len(accs)} epochs" if accs else ""
+    click.echo(f"trial {t.number:>3} {status:<11} {a.get('params', 0):>7,} params  RF {a.get('rf', 0):>3}  {acc}"
+               f"{'  ' + format(a['seconds'], '.0f') + ' s' if 'seconds' in a else ''}")
+
+
+@main.command()
+@click.option("--space", "space_name", required=True, help="Search space name (see `nas spaces`) or file.")
+@click.option("--trials", default=20, show_default=True, type=click.IntRange(1),
+              help="Trained candidates the study should hold (rejected ones do not count).")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Stop starting new trials after S seconds.")
+@click.option("--enqueue", multiple=True, metavar="DESIGN", help="Train a documented design (or params file) first.")
+@_search_options
+def search(space_name, trials, timeout, enqueue, study, storage, data_dir, device, seed, finish, train_limit) -> None:
+    """Search SPACE: check every candidate analytically, train the valid ones, report the winners.
+
+    Running the same command again resumes the study. Ctrl-C stops after the current epoch.
+
+    Example: nas search --space mnist_squeeze --trials 20 --data-dir ../shared/data
+    """
+    from .search import SearchConfig
+    from .space import Space
+
+    cfg = SearchConfig(Space.load(space_name), study, storage, trials, timeout, seed, finish, tuple(enqueue),
+                       data_dir=data_dir, device=device, train_limit=train_limit)
+    _run_search(cfg)
+
+
+@main.command()
+@click.argument("design")
+@click.option("--space", "space_name", help="Space that holds DESIGN as a point [default: found by name].")
+@_search_options
+def reproduce(design, space_name, study, storage, data_dir, device, seed, finish, train_limit) -> None:
+    """Train documented DESIGN as a fixed trial of its space's study.
+
+    Example: nas reproduce seed001 --data-dir ../shared/data
+    """
+    from .search import SearchConfig, counts, open_study
+    from .space import Space
+
+    space = Space.load(space_name) if space_name else _space_holding(design)
+    cfg = SearchConfig(space, study, storage, 0, None, seed, finish, (design,),
+                       data_dir=data_dir, device=device, train_limit=train_limit)
+    cfg.trials = counts(open_study(cfg))["trained"] + 1
+    _run_search(cfg)
+
+
+def _space_holding(design: str):
+    from .space import Space
+
+    for name in registry.spaces():
+        space = Space.load(name)
+        if design in space.points:
+            return space
+    raise NasError(f"no search space lists design {design!r} under points:; pass --space NAME "
+                   "(`nas spaces` shows which designs each holds)")

@@ -1,0 +1,188 @@
+"""The search loop on a fake trainer: rejection before training, pruning, resume, enqueue, records."""
+import os
+import signal
+from dataclasses import dataclass
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.analysis import analyse
+from nas.errors import NasError
+from nas.search import SearchConfig, TargetPruner, counts, enqueue, open_study, run
+from nas.space import Space
+
+SPACE = {
+    "name": "toy",
+    "task": {"dataset": "mnist", "target": 0.95, "max_epochs": 4,
+             "constraints": {"max_params": 300, "classes": 4}},
+    "input": [1, 12, 12],
+    "choices": {"w": [2, 4, 8, 16], "k": [3, 5], "pool": ["maxpool", "avgpool"]},
+    "blocks": {"f": [{"conv": {"out": "$w", "kernel": "$k"}}, "relu", "$pool", {"pwconv": {"out": 4}}, "gap"]},
+    "points": {"small_one": {"w": 2, "k": 3, "pool": "maxpool"}},
+}
+
+
+@dataclass
+class FakeResult:
+    accuracies: list
+    losses: list
+    epoch_seconds: list
+    seconds: float
+    target_epoch: int | None
+    status: str
+    message: str = ""
+
+
+class FakeTrainer:
+    """Accuracy curves that depend on width: w >= 8 reaches the target at epoch 3, w = 2 never."""
+
+    def __init__(self, interrupt_on_call=None):
+        self.calls = []
+        self.interrupt_on_call = interrupt_on_call
+
+    def __call__(self, model, data, config, on_epoch=None):
+        width = next(model.parameters()).shape[0]
+        self.calls.append(width)
+        curve = {2: [0.3, 0.31, 0.32, 0.33], 4: [0.7, 0.9, 0.93, 0.94]}.get(width, [0.8, 0.9, 0.96, 0.97])
+        accs, target_epoch, status = [], None, "complete"
+        for epoch, acc in enumerate(curve, start=1):
+            if self.interrupt_on_call == len(self.calls) and epoch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            accs.append(acc)
+            if target_epoch is None and acc >= config.target:
+                target_epoch = epoch
+            if on_epoch and on_epoch(epoch, acc):
+                status = "stopped"
+                break
+            if target_epoch and config.stop_at_target:
+                status = "target_met"
+                break
+        return FakeResult(accs, [0.0] * len(accs), [0.01] * len(accs), 0.01 * len(accs), target_epoch, status)
+
+
+def config(tmp_path, **kw):
+    kw.setdefault("trials", 4)
+    return SearchConfig(Space.from_dict(SPACE), storage=f"sqlite:///{tmp_path}/s.db", results=tmp_path, **kw)
+
+
+def test_rejected_candidates_never_train_and_everything_is_recorded(tmp_path):
+    fake = FakeTrainer()
+    cfg = config(tmp_path, trials=5)
+    out = run(cfg, data=object(), train_fn=fake)
+    study = optuna.load_study(study_name="toy", storage=cfg.storage)
+    trials = study.get_trials()
+    rejected = [t for t in trials if t.user_attrs.get("status") == "rejected"]
+    trained = [t for t in trials if t.user_attrs.get("trained")]
+    assert out.trained == len(trained) == 5 == len(fake.calls)
+    assert rejected, "w=16, k=5 nets exceed 300 params and must be rejected"
+    for t in rejected:
+        assert "trained" not in t.user_attrs and t.user_attrs["params"] >= 300
+        assert t.user_attrs["failures"] == ["params < 300"] and t.user_attrs["check_ms"] < 50
+    assert all(t.user_attrs["params"] < 300 for t in trained)
+    for t in trained:
+        a = t.user_attrs
+        assert a["params"] == analyse(__import__("nas.spec", fromlist=["Spec"]).Spec.from_dict(a["spec"])).params
+        assert a["accuracies"] and a["status"] in ("target_met", "complete", "pruned")
+        assert (tmp_path / "toy" / a["weights"]).is_file()
+        assert list(t.intermediate_values.values()) == a["accuracies"]
+
+
+def test_pruner_decisions():
+    pruner = TargetPruner(target=0.99, max_epochs=10, warmup=1, slack=0.003, decay=0.5)
+    study = optuna.create_study(direction="maximize")
+
+    def frozen(values, meets=False, state=TrialState.COMPLETE):
+        return optuna.trial.create_trial(state=state, value=values[-1] if state == TrialState.COMPLETE else None,
+                                         intermediate_values=dict(enumerate(values, start=1)),
+                                         user_attrs={"meets_target": meets})
+
+    # out of reach: 50% error after 8 of 10 epochs cannot shrink to 1% even halving each epoch
+    assert pruner.prune(study, frozen([0.3, 0.4, 0.45, 0.5, 0.5, 0.5, 0.5, 0.5], state=TrialState.RUNNING))
+    # early, no reference yet: keep
+    assert not pruner.prune(study, frozen([0.5], state=TrialState.RUNNING))
+    study.add_trial(frozen([0.97, 0.985, 0.991], meets=True))
+    assert pruner.prune(study, frozen([0.96, 0.975], state=TrialState.RUNNING))  # behind the reference
+    assert not pruner.prune(study, frozen([0.96, 0.984], state=TrialState.RUNNING))  # within the slack
+    assert not pruner.prune(study, frozen([0.96, 0.975, 0.98, 0.985], state=TrialState.RUNNING))  # no ref at 4
+
+
+def test_hopeless_curves_are_pruned_in_a_search(tmp_path):
+    fake = FakeTrainer()
+    cfg = config(tmp_path, trials=12)
+    run(cfg, data=object(), train_fn=fake)
+    study = optuna.load_study(study_name="toy", storage=cfg.storage)
+    pruned = [t for t in study.get_trials() if t.state == TrialState.PRUNED and t.user_attrs.get("trained")]
+    assert pruned and all(t.user_attrs["spec"]["blocks"]["f"][0]["conv"]["out"] in (2, 4) for t in pruned)
+    assert all(len(t.user_attrs["accuracies"]) < 4 for t in pruned if t.user_attrs["status"] == "pruned")
+
+
+def test_ctrl_c_stops_after_the_epoch_and_the_same_command_resumes(tmp_path):
+    cfg = config(tmp_path, trials=3, enqueue=("small_one",))
+    out = run(cfg, data=object(), train_fn=FakeTrainer(interrupt_on_call=1))
+    assert out.interrupted
+    study = optuna.load_study(study_name="toy", storage=cfg.storage)
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL and first.user_attrs["status"] == "interrupted"
+    assert first.user_attrs["accuracies"] == [0.3]  # kept
+    fake = FakeTrainer()
+    out = run(config(tmp_path, trials=3), data=object(), train_fn=fake)
+    assert not out.interrupted and out.trained == 3
+    assert fake.calls[0] == 2  # the interrupted candidate is retrained first
+    assert run(config(tmp_path, trials=3), data=object(), train_fn=fake).trained == 3  # nothing more to do
+    assert len(fake.calls) == 3
+
+
+def test_enqueue_is_strict(tmp_path):
+    cfg = config(tmp_path)
+    study = open_study(cfg)
+    assert enqueue(study, cfg.space, "small_one") == {"w": 2, "k": 3, "pool": "maxpool"}
+    with pytest.raises(NasError, match="design 'seed001' is not a point of space toy"):
+        enqueue(study, cfg.space, "seed001")
+    bad = tmp_path / "p.yaml"
+    bad.write_text("{w: 2, k: 3, pool: maxpool, colour: red}")
+    with pytest.raises(NasError, match="unknown choice 'colour'"):
+        enqueue(study, cfg.space, str(bad))
+    bad.write_text("{w: 3, k: 3, pool: maxpool}")
+    with pytest.raises(NasError, match=r"w=3 is outside space toy \(allowed: \[2, 4, 8, 16\]\)"):
+        enqueue(study, cfg.space, str(bad))
+
+
+def test_reproduced_design_is_the_documented_net(tmp_path):
+    from nas import registry
+    space = Space.load("mnist_squeeze")
+    cfg = SearchConfig(space, storage=f"sqlite:///{tmp_path}/s.db", results=tmp_path)
+    study = open_study(cfg)
+    for design in ("seed000", "seed001"):
+        params = enqueue(study, space, design)
+        assert analyse(space.spec(params)).params == analyse(registry.load_design(design)).params
+    broken = {**SPACE, "points": {"seed001": {"w": 2, "k": 3, "pool": "maxpool"}}}
+    with pytest.raises(NasError, match="does not give the net of design seed001"):
+        enqueue(study, Space.from_dict(broken), "seed001")
+
+
+def test_infeasible_space_fails_before_any_trial(tmp_path):
+    data = {**SPACE, "task": {**SPACE["task"], "constraints": {"max_params": 10}}}
+    cfg = SearchConfig(Space.from_dict(data), storage=f"sqlite:///{tmp_path}/s.db", results=tmp_path)
+    fake = FakeTrainer()
+    with pytest.raises(NasError, match="fewest params in this space is .* >= 10"):
+        run(cfg, data=object(), train_fn=fake)
+    assert fake.calls == []
+
+
+def test_same_seed_samples_the_same_candidates(tmp_path):
+    picked = []
+    for run_dir in ("a", "b"):
+        (tmp_path / run_dir).mkdir()
+        cfg = config(tmp_path / run_dir, trials=4, seed=7)
+        run(cfg, data=object(), train_fn=FakeTrainer())
+        study = optuna.load_study(study_name="toy", storage=cfg.storage)
+        picked.append([t.params for t in study.trials])
+    assert picked[0] == picked[1]
+
+
+def test_counts(tmp_path):
+    cfg = config(tmp_path, trials=4)
+    run(cfg, data=object(), train_fn=FakeTrainer())
+    c = counts(optuna.load_study(study_name="toy", storage=cfg.storage))
+    assert c["trained"] == 4 and c["failed"] == 0
