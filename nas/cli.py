@@ -103,7 +103,7 @@ def check(design, **limits) -> None:
 @click.argument("design", required=False)
 @click.option("--study", help="Study to export a trial from (needed when the storage holds several).")
 @click.option("--storage", default="sqlite:///results/studies.db", show_default=True, help="Optuna storage URL.")
-@click.option("--results", type=click.Path(file_okay=False), help="Results folder of the study [default: results].")
+@click.option("--results", type=click.Path(file_okay=False), help="Results folder of the study [default: $NAS_RESULTS or results].")
 @click.option("--trial", default="best", show_default=True, metavar="N|best",
               help="Trial number, or the best trial that meets the study's constraints.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="state_dict .pt for DESIGN (e.g. from nas reproduce).")
@@ -112,7 +112,8 @@ def check(design, **limits) -> None:
 def export(design, study, storage, results, trial, weights, out, **limits) -> None:
     """Write a standalone model.py (needs only torch), weights.pt and spec.yaml.
 
-    Exports DESIGN (untrained, or with --weights), or else a trial trained in a study.
+    Exports DESIGN (untrained, or with --weights), or else a trial trained in a study. Constraint
+    options add a checklist to DESIGN's docstring; a study's trials get the study's constraints.
 
     Example: nas export seed001 -o export/seed001   (then: cd export/seed001 && python model.py)
     """
@@ -160,27 +161,12 @@ def space_cmd(name, exact_limit, samples, seed) -> None:
     space = Space.load(name)
     click.echo(f"{space.name}: {space.description}" if space.description else space.name)
     click.echo(f"task: {space.task.dataset}, target {space.task.target:.2%} within {space.task.max_epochs} epochs; "
-               + (", ".join(r.split(" (")[0] for r in _constraint_names(space)) or "no constraints"))
+               + (", ".join(space.task.constraints.names()) or "no constraints"))
     f = feasibility(space, exact_limit=exact_limit, samples=samples, seed=seed)
     for line in f.lines():
         click.echo(line)
     if not f.feasible:
         sys.exit(1)
-
-
-def _constraint_names(space) -> list[str]:
-    c = space.task.constraints
-    names = []
-    if c.max_params is not None:
-        names.append(f"params < {c.max_params:,}")
-    if c.min_rf is not None:
-        names.append(f"RF > {c.min_rf}")
-    if c.max_rf is not None:
-        names.append(f"RF <= {c.max_rf}")
-    names += [f"requires {r}" for r in c.require]
-    if c.fc != "any":
-        names.append(f"fc: {c.fc}")
-    return names
 
 
 def _search_options(f):

@@ -12,7 +12,7 @@ parameters, ``min_rf: 44`` means an RF *above* 44.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Callable
 
 from .analysis import Analysis
 from .errors import NasError
@@ -69,29 +69,40 @@ class Constraints:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
                 if v not in (None, (), "any")}
 
+    def _rules(self) -> list[tuple[str, Callable[[Analysis], bool], Callable[[Analysis], str]]]:
+        """(name, holds, detail) for every constraint that is set, in a fixed order."""
+        rules = []
+        if self.max_params is not None:
+            rules.append((f"params < {self.max_params:,}", lambda a: a.params < self.max_params, lambda a: f"{a.params:,}"))
+        if self.min_rf is not None:
+            rules.append((f"RF > {self.min_rf}", lambda a: a.rf > self.min_rf, lambda a: str(a.rf)))
+        if self.max_rf is not None:
+            rules.append((f"RF <= {self.max_rf}", lambda a: a.rf <= self.max_rf, lambda a: str(a.rf)))
+        if self.max_macs is not None:
+            rules.append((f"MACs < {self.max_macs:,}", lambda a: a.macs < self.max_macs, lambda a: f"{a.macs:,}"))
+        for feature in self.require:
+            rules.append((f"requires {feature}", lambda a, f=feature: f in a.features, lambda a: ""))
+        if self.fc == "none":
+            rules.append(("no fully-connected layer", lambda a: "fc" not in a.features, lambda a: ""))
+        elif self.fc == "after_gap":
+            rules.append(("fully-connected only after GAP",
+                          lambda a: "fc" not in a.features or "fc_after_gap" in a.features, lambda a: ""))
+        if self.classes is not None:
+            rules.append((f"outputs {self.classes} classes", lambda a: _logits(a) == self.classes,
+                          lambda a: f"output {list(a.out_shape)}"))
+        return rules
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self._rules()]
+
     def check(self, a: Analysis) -> list[Result]:
         """One :class:`Result` per constraint that is set."""
-        out = []
-        if self.max_params is not None:
-            out.append(Result(f"params < {self.max_params:,}", a.params < self.max_params, f"{a.params:,}"))
-        if self.min_rf is not None:
-            out.append(Result(f"RF > {self.min_rf}", a.rf > self.min_rf, str(a.rf)))
-        if self.max_rf is not None:
-            out.append(Result(f"RF <= {self.max_rf}", a.rf <= self.max_rf, str(a.rf)))
-        if self.max_macs is not None:
-            out.append(Result(f"MACs < {self.max_macs:,}", a.macs < self.max_macs, f"{a.macs:,}"))
-        for feature in self.require:
-            out.append(Result(f"requires {feature}", feature in a.features))
-        if self.fc == "none":
-            out.append(Result("no fully-connected layer", "fc" not in a.features))
-        elif self.fc == "after_gap":
-            out.append(Result("fully-connected only after GAP",
-                              "fc" not in a.features or "fc_after_gap" in a.features))
-        if self.classes is not None:
-            logits = a.out_shape[0] if all(n == 1 for n in a.out_shape[1:]) else None
-            out.append(Result(f"outputs {self.classes} classes", logits == self.classes,
-                              f"output {list(a.out_shape)}"))
-        return out
+        return [Result(name, holds(a), detail(a)) for name, holds, detail in self._rules()]
 
     def failures(self, a: Analysis) -> list[Result]:
         return [r for r in self.check(a) if not r.ok]
+
+
+def _logits(a: Analysis) -> int | None:
+    """Number of classes the net outputs: (C,), or (C, 1, 1) flattened by the module."""
+    return a.out_shape[0] if all(n == 1 for n in a.out_shape[1:]) else None
