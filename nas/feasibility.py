@@ -4,7 +4,7 @@ Small spaces are enumerated exactly; larger ones are sampled (the report says wh
 
 >>> from nas.space import Space
 >>> space = Space.from_dict({"name": "s", "task": {"dataset": "mnist", "target": 0.9,
-...     "constraints": {"max_params": 100}}, "input": [1, 8, 8], "choices": {"w": [2, 4, 8]},
+...     "constraints": {"max_params": 50}}, "input": [1, 8, 8], "choices": {"w": [2, 4, 8]},
 ...     "blocks": {"f": [{"conv": {"out": "$w", "kernel": 3}}, "gap"]}})
 >>> f = feasibility(space)
 >>> (f.method, f.checked, f.feasible, f.params_range)

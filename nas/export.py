@@ -1,0 +1,442 @@
+"""Export a net as a standalone ``model.py`` (needs only torch) plus its weights.
+
+The exported file holds one readable ``nn.Module`` class whose attributes are the spec's blocks,
+each an ``nn.Sequential`` of literal constructor calls, so ``nas.build.build(spec).state_dict()``
+loads into it unchanged. Each call is written from the module that the op definition in
+:mod:`nas.ops` builds (its constructor signature and attributes), then rebuilt and compared with
+it, so nothing here restates layer logic. The module docstring carries the layer table with the
+RF column, the constraint checklist and where the weights came from.
+
+>>> import tempfile
+>>> from nas.spec import Spec
+>>> spec = Spec.from_dict({"name": "tiny", "input": [1, 8, 8], "layers": [
+...     {"conv": {"out": 4, "padding": 1, "bias": False}}, "relu", {"maxpool": {"kernel": 2}}, "gap"]})
+>>> src = render(spec)
+>>> print(src[src.index("        self.features"):src.index("\\n\\n    def forward")])
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1, bias=False),  # [4, 8, 8]  RF 3
+            nn.ReLU(),                                  # [4, 8, 8]  RF 3
+            nn.MaxPool2d(2),                            # [4, 4, 4]  RF 4
+            nn.AdaptiveAvgPool2d(1),                    # [4, 1, 1]  RF 10
+        )
+>>> out = export(spec, Path(tempfile.mkdtemp()) / "tiny")
+>>> sorted(p.name for p in out.iterdir())
+['model.py', 'spec.yaml', 'weights.pt']
+"""
+from __future__ import annotations
+
+import inspect
+import keyword
+import math
+import os
+import textwrap
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import ops, registry
+from .analysis import Analysis, analyse
+from .build import build
+from .constraints import Constraints
+from .errors import NasError
+from .spec import Spec
+from .summary import format_checklist, format_table
+
+DEFAULT_STORAGE = "sqlite:///results/studies.db"
+UNTRAINED = "untrained: freshly initialised with torch.manual_seed(0)"
+
+
+# ---- one layer as source ------------------------------------------------------------------------
+
+def layer_source(module: nn.Module) -> str:
+    """The shortest ``nn.X(...)`` call that rebuilds ``module``, checked by rebuilding it.
+
+    >>> layer_source(nn.Conv2d(8, 16, 3, stride=1, padding=2, dilation=2, bias=False))
+    'nn.Conv2d(8, 16, 3, padding=2, dilation=2, bias=False)'
+    """
+    cls = type(module)
+    if getattr(nn, cls.__name__, None) is not cls:
+        raise NasError(f"cannot export {cls.__name__}: only torch.nn layers can be written as source")
+    # Collapsed tuples ((3, 3) -> 3) read better; the raw values are the fallback if they differ.
+    for collapse in (True, False):
+        positional, keywords = _arguments(module, collapse)
+        if _rebuilds(module, positional, keywords):
+            return _call(cls.__name__, positional, _pruned(module, positional, keywords))
+    raise NasError(f"cannot write {module!r} as a constructor call; report this as a bug in nas.export")
+
+
+def _arguments(module: nn.Module, collapse: bool) -> tuple[list[Any], dict[str, Any]]:
+    """Constructor arguments read back from the module's attributes; defaults left out."""
+    positional, keywords = [], {}
+    for name, p in inspect.signature(type(module).__init__).parameters.items():
+        if name in ("self", "device", "dtype") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if not hasattr(module, name):
+            continue  # a mismatch this causes is caught by the rebuild check
+        value = getattr(module, name)
+        if isinstance(p.default, bool) and (value is None or isinstance(value, torch.Tensor)):
+            value = value is not None  # `bias=True` is stored as a Parameter, `bias=False` as None
+        if collapse and isinstance(value, tuple) and value and len(set(value)) == 1:
+            value = value[0]
+        if p.default is p.empty and p.kind != p.KEYWORD_ONLY:
+            positional.append(value)
+        elif p.default is p.empty or value != p.default:
+            keywords[name] = value
+    return positional, keywords
+
+
+def _pruned(module: nn.Module, positional: list[Any], keywords: dict[str, Any]) -> dict[str, Any]:
+    """Drop keywords the constructor derives anyway (MaxPool2d's stride = kernel)."""
+    for name in list(keywords):
+        fewer = {k: v for k, v in keywords.items() if k != name}
+        if _rebuilds(module, positional, fewer):
+            keywords = fewer
+    return keywords
+
+
+def _call(cls_name: str, positional: list[Any], keywords: dict[str, Any]) -> str:
+    args = [repr(v) for v in positional] + [f"{k}={v!r}" for k, v in keywords.items()]
+    return f"nn.{cls_name}({', '.join(args)})"
+
+
+def _rebuilds(module: nn.Module, positional: list[Any], keywords: dict[str, Any]) -> bool:
+    source = _call(type(module).__name__, positional, keywords)
+    try:
+        with torch.device("meta"):  # no memory, no draws from the caller's random generator
+            rebuilt = eval(source, {"nn": nn})  # noqa: S307 - our own literal source
+    except Exception:
+        return False
+    return type(rebuilt) is type(module) and repr(rebuilt) == repr(module) and _shapes(rebuilt) == _shapes(module)
+
+
+def _shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    return [(k, tuple(v.shape), v.dtype) for k, v in module.state_dict().items()]
+
+
+# ---- the whole file ------------------------------------------------------------------------------
+
+def render(spec: Spec, constraints: Constraints | None = None, class_name: str = "Net", title: str = "",
+           meta: dict[str, Any] | None = None) -> str:
+    """Standalone Python source for ``spec``: one class, a ``load()`` helper, only torch imported.
+
+    ``meta`` lines (``key: value``) go into the docstring, e.g. where the weights came from.
+    """
+    if not class_name.isidentifier() or keyword.iskeyword(class_name):
+        raise NasError(f"class name {class_name!r} is not a Python identifier; pick another")
+    a = analyse(spec)
+    parts = [_docstring(a, constraints, title or spec.name or "model", meta or {}),
+             "import torch\nfrom torch import nn\n\n",
+             _class(a, class_name),
+             _loader(class_name),
+             _main(a)]
+    return "\n".join(parts)
+
+
+def _docstring(a: Analysis, constraints: Constraints | None, title: str, meta: dict[str, Any]) -> str:
+    version = _version()
+    lines = [f"{title}: a standalone PyTorch model exported by nas{' ' + version if version else ''}.", ""]
+    if a.spec.notes:
+        lines += textwrap.wrap(a.spec.notes, 96) + [""]
+    lines += [f"{k}: {v}" for k, v in meta.items()] + ([""] if meta else [])
+    sample = ", ".join(str(n) for n in a.spec.input)
+    lines += [
+        "Needs only torch. Usage, next to weights.pt:",
+        "",
+        "    >>> import torch",
+        "    >>> from model import load",
+        '    >>> net = load("weights.pt")  # in eval mode',
+        f"    >>> net(torch.zeros(1, {sample})).shape",
+        f"    torch.Size([1, {math.prod(a.out_shape)}])",
+        "",
+        "Layer table (torchsummary's format, with receptive field and multiply-adds):",
+        "",
+        textwrap.indent(format_table(a), "    "),
+    ]
+    checks = constraints.check(a) if constraints else []
+    if checks:
+        lines += ["", "Constraints:", "", textwrap.indent(format_checklist(a, constraints), "    ")]
+    body = "\n".join(lines)
+    return f'"""{_escaped(body)}\n"""'
+
+
+def _escaped(text: str) -> str:
+    """Text that cannot end or alter the docstring it goes into (notes and names are user text)."""
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+def _class(a: Analysis, class_name: str) -> str:
+    summary = (f"{a.spec.name or class_name}: {a.params:,} params, receptive field {a.rf}, "
+               f"input {list(a.spec.input)}, output {[math.prod(a.out_shape)]}.")
+    lines = [f"class {class_name}(nn.Module):", f'    """{_escaped(summary)}"""', "",
+             "    def __init__(self):", "        super().__init__()"]
+    for block in a.spec.blocks:
+        lines += _block(block.name, [r for r in a.rows if r.block == block.name])
+    lines += ["", "    def forward(self, x):"]
+    lines += [f"        x = {_attr(b.name)}(x)" for b in a.spec.blocks]
+    lines += ["        # As nas builds it: a final (N, C, 1, 1) map is the logits, flattened to (N, C).",
+              "        return x.flatten(1) if x.dim() > 2 else x", "", ""]
+    return "\n".join(lines)
+
+
+def _block(name: str, rows: list) -> list[str]:
+    calls = []
+    for r in rows:
+        with torch.device("meta"):
+            module = ops.get(r.op).module(r.in_shape, r.args)
+        note = f"{list(r.out_shape)}  RF {r.rf}" + ("  (functional in the design)" if r.functional else "")
+        calls.append((layer_source(module) + ",", note))
+    width = max((len(c) for c, _ in calls), default=0)
+    body = [f"            {c:<{width}}  # {n}" for c, n in calls]
+    if keyword.iskeyword(name):  # `self.class = ...` would not parse; the state_dict key stays the same
+        return [f"        self.add_module({name!r}, nn.Sequential(", *body, "        ))"]
+    return [f"        self.{name} = nn.Sequential(", *body, "        )"]
+
+
+def _attr(name: str) -> str:
+    return f"getattr(self, {name!r})" if keyword.iskeyword(name) else f"self.{name}"
+
+
+def _loader(class_name: str) -> str:
+    return (f'def load(path="weights.pt", map_location="cpu"):\n'
+            f'    """A {class_name} holding the weights saved at ``path``, in eval mode."""\n'
+            f"    net = {class_name}()\n"
+            f"    net.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))\n"
+            f"    return net.eval()\n")
+
+
+def _main(a: Analysis) -> str:
+    sample = ", ".join(str(n) for n in a.spec.input)
+    return ('\nif __name__ == "__main__":  # `python model.py` next to weights.pt: a smoke test\n'
+            f"    print(load()(torch.zeros(1, {sample})).shape)\n")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("nas")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+# ---- writing an export ---------------------------------------------------------------------------
+
+def export(spec: Spec, out_dir: Path, state_dict: dict | None = None, constraints: Constraints | None = None,
+           meta: dict[str, Any] | None = None) -> Path:
+    """Write ``out_dir/model.py``, ``weights.pt`` and ``spec.yaml``; return ``out_dir``.
+
+    Without ``state_dict`` the weights are a fresh build seeded with ``torch.manual_seed(0)``.
+    """
+    out_dir = Path(out_dir)
+    meta = dict(meta or {})
+    if state_dict is None:
+        state_dict = _fresh_weights(spec)
+        meta["weights"] = UNTRAINED
+    source = render(spec, constraints, meta=meta)
+    weights = _fitted(spec, source, state_dict)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "model.py").write_text(source, encoding="utf-8")
+        torch.save(weights, out_dir / "weights.pt")
+        spec.save(out_dir / "spec.yaml")
+    except OSError as err:
+        raise NasError(f"cannot write the export to {out_dir}: {err.strerror or err}; "
+                       "pass a writable directory with -o") from None
+    return out_dir
+
+
+def _fresh_weights(spec: Spec) -> dict[str, torch.Tensor]:
+    with torch.random.fork_rng(devices=[]):  # seed for reproducibility without resetting the caller's RNG
+        torch.manual_seed(0)
+        return build(spec).state_dict()
+
+
+def _fitted(spec: Spec, source: str, state_dict: dict) -> dict[str, torch.Tensor]:
+    """``state_dict`` on the CPU, after checking it loads into the rendered class exactly."""
+    name = spec.name or "the spec"
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise NasError(f"the weights for {name} are not a state_dict (names to tensors); "
+                       "save them with torch.save(net.state_dict(), path)")
+    expected = {k: tuple(v.shape) for k, v in _shapes_of(spec).items()}
+    given = {k: tuple(v.shape) for k, v in state_dict.items()}
+    problem = (next((f"missing {k}" for k in expected if k not in given), None)
+               or next((f"unexpected {k}" for k in given if k not in expected), None)
+               or next((f"{k} has shape {list(given[k])}, the spec needs {list(s)}"
+                        for k, s in expected.items() if given[k] != s), None))
+    if problem:
+        raise NasError(f"the weights do not fit {name} ({problem}); export the spec they were trained with")
+    weights = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+    namespace: dict[str, Any] = {"__name__": "nas_export_check"}
+    exec(compile(source, "model.py", "exec"), namespace)  # noqa: S102 - proves the file itself loads them
+    with torch.device("meta"):  # checks names and shapes without drawing from the caller's RNG
+        namespace["Net"]().load_state_dict(weights, strict=True, assign=True)
+    return weights
+
+
+def _shapes_of(spec: Spec) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        return build(spec).state_dict()
+
+
+# ---- where the spec and weights come from ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Source:
+    """Everything :func:`export` needs, and a default name for the output directory."""
+
+    spec: Spec
+    state_dict: dict | None
+    constraints: Constraints | None
+    meta: dict[str, Any]
+    name: str
+
+
+def from_design(design: str, weights: str | Path | None = None,
+                constraints: Constraints | None = None) -> Source:
+    """A documented design (or spec file), untrained or with a saved state_dict (``nas reproduce``)."""
+    spec = registry.load_design(design)
+    state = load_weights(weights) if weights else None
+    meta = {"weights": f"trained, from {weights}"} if weights else {}
+    return Source(spec, state, constraints, meta, spec.name)
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``torch.save``'d state_dict (also accepted: a checkpoint dict with a ``state_dict`` key)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise NasError(f"cannot read weights {path}: {err.strerror or err}; check the path") from None
+    except Exception:
+        raise NasError(f"{path} is not a torch.save'd state_dict; "
+                       "save one with torch.save(net.state_dict(), path)") from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise NasError(f"{path} holds a {type(data).__name__}, not a state_dict; "
+                       "save one with torch.save(net.state_dict(), path)")
+    return data
+
+
+def from_study(study: str | None = None, storage: str = DEFAULT_STORAGE, trial: int | str = "best",
+               results: str | Path | None = None) -> Source:
+    """A trial trained by ``nas search``: ``trial`` is its number or ``"best"``.
+
+    ``best`` is the completed trial with the highest final test accuracy among those meeting the
+    study's constraints. A trial's weights path is relative to ``<results>/<study>/`` (``results``
+    defaults to ``$NAS_RESULTS`` or ``results``); the study database's own folder is tried next.
+    """
+    s = _load_study(study, storage)
+    constraints = Constraints.from_dict(s.user_attrs.get("constraints"))
+    t = _best(s, constraints) if str(trial) == "best" else _numbered(s, _trial_number(trial))
+    if "spec" not in t.user_attrs:
+        raise NasError(f"trial {t.number} of study {s.study_name!r} has no spec; "
+                       "it was not recorded by `nas search`, pick another with --trial N")
+    spec = Spec.from_dict(t.user_attrs["spec"])
+    if not spec.name:
+        spec = Spec(spec.input, spec.blocks, f"{s.study_name}_trial{t.number}", spec.notes)
+    state = load_weights(_weights_path(s, t, _results_dirs(storage, results)))
+    return Source(spec, state, constraints, _trial_meta(s, t, storage), f"{s.study_name}_trial{t.number}")
+
+
+def _load_study(name: str | None, storage: str):
+    import optuna
+
+    backend: Any = storage
+    if storage.startswith("sqlite:///") or storage.startswith("journal:"):
+        path = storage[len("sqlite:///"):] if storage.startswith("sqlite") else storage[len("journal:"):]
+        if path != ":memory:" and not Path(path).is_file():
+            # optuna would silently create an empty database here
+            raise NasError(f"no study database at {path}; run `nas search` first, or pass --storage URL")
+        if storage.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+            backend = JournalStorage(JournalFileBackend(path))
+    try:
+        names = optuna.get_all_study_names(backend)
+    except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise NasError(f"cannot open study storage {storage}: {first}; check --storage") from None
+    if name is None:
+        if len(names) != 1:
+            listed = ", ".join(names) if names else "none; run `nas search` first"
+            raise NasError(f"{storage} holds {len(names)} studies, name one with --study (studies: {listed})")
+        name = names[0]
+    if name not in names:
+        raise NasError(f"unknown study {name!r} in {storage} (studies: {', '.join(names) or 'none'}); "
+                       "check --study or --storage")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=backend)
+
+
+def _trial_number(trial: int | str) -> int:
+    try:
+        return int(trial)
+    except (TypeError, ValueError):
+        raise NasError(f"--trial must be a trial number or 'best', got {trial!r}") from None
+
+
+def _numbered(s, number: int):
+    trials = s.get_trials(deepcopy=False)
+    found = next((t for t in trials if t.number == number), None)
+    if found is None:
+        span = f"0-{max(t.number for t in trials)}" if trials else "none yet"
+        raise NasError(f"study {s.study_name!r} has no trial {number} (trials: {span}); "
+                       "pass another --trial N, or --trial best")
+    return found
+
+
+def _best(s, constraints: Constraints):
+    from optuna.trial import TrialState
+
+    def final(t) -> float:
+        return float(t.user_attrs["accuracies"][-1])
+
+    candidates = [t for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if t.user_attrs.get("accuracies") and "spec" in t.user_attrs
+                  and not constraints.failures(analyse(Spec.from_dict(t.user_attrs["spec"])))]
+    if not candidates:
+        raise NasError(f"study {s.study_name!r} has no completed, trained trial that meets its constraints; "
+                       "run more trials with `nas search`, or pick one with --trial N")
+    # Ties go to the smaller net, then the earlier trial.
+    return max(candidates, key=lambda t: (final(t), -int(t.user_attrs.get("params") or 0), -t.number))
+
+
+def _results_dirs(storage: str, results: str | Path | None) -> list[Path]:
+    dirs = [Path(results or os.environ.get("NAS_RESULTS", "results"))]
+    if storage.startswith("sqlite:///"):
+        dirs.append(Path(storage[len("sqlite:///"):]).parent)
+    return dirs
+
+
+def _weights_path(s, t, results_dirs: list[Path]) -> Path:
+    rel = t.user_attrs.get("weights")
+    if not rel:
+        raise NasError(f"trial {t.number} of study {s.study_name!r} has no weights (not trained, or stopped "
+                       "before saving); pick another with --trial N, or export its spec as a DESIGN")
+    paths = [Path(rel)] if Path(rel).is_absolute() else [d / s.study_name / rel for d in results_dirs]
+    found = next((p for p in paths if p.is_file()), None)
+    if found is None:
+        raise NasError(f"trial {t.number} of study {s.study_name!r} has weights {rel}, but {paths[0]} does not "
+                       "exist; pass the study's results folder with --results")
+    return found
+
+
+def _trial_meta(s, t, storage: str) -> dict[str, Any]:
+    accs = t.user_attrs.get("accuracies") or []
+    meta: dict[str, Any] = {"weights": f"trained in study {s.study_name!r}, trial {t.number} ({storage})"}
+    if accs:
+        meta["final test accuracy"] = f"{_pct(accs[-1])} after {len(accs)} epochs"
+        meta["test accuracy per epoch"] = ", ".join(_pct(a) for a in accs)
+    if "target" in s.user_attrs:
+        meta["target"] = _pct(s.user_attrs["target"]) if isinstance(s.user_attrs["target"], (int, float)) \
+            else s.user_attrs["target"]
+    if "meets_target" in t.user_attrs:
+        meta["meets target"] = "yes" if t.user_attrs["meets_target"] else "no"
+    return meta
+
+
+def _pct(value: float) -> str:
+    """Accuracies may be stored as fractions or percentages; both print as a percentage."""
+    value = float(value)
+    return f"{value * 100 if value <= 1 else value:.2f}%"
