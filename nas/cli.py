@@ -23,6 +23,14 @@ class _Group(click.Group):
         except NasError as err:
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
+        except click.UsageError as err:  # a bad option or value: one line, not click's usage block
+            where = err.ctx.command_path if err.ctx else ctx.command_path
+            click.echo(f"error: {' '.join(err.format_message().split()).rstrip('.')}; see `{where} --help`", err=True)
+            ctx.exit(2)
+        except OSError as err:  # disk full, a folder that vanished or is read-only, ...
+            what = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+            click.echo(f"error: {what}; check that the path exists, is writable and has space, then rerun", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: everything finished so far is saved", err=True)
             ctx.exit(130)
@@ -172,7 +180,9 @@ def space_cmd(name, exact_limit, samples, seed) -> None:
 def _search_options(f):
     f = click.option("--study", help="Study name [default: the space's name].")(f)
     f = click.option("--storage", help="Optuna storage URL: sqlite:///..., postgresql://..., journal:PATH "
-                     "[default: sqlite:///results/studies.db].")(f)
+                     "[default: sqlite:///RESULTS/studies.db]. Workers sharing one storage share the study.")(f)
+    f = click.option("--results", envvar="NAS_RESULTS", type=click.Path(file_okay=False),
+                     help="Folder for RESULTS/<study>/weights and specs [default: results; env NAS_RESULTS].")(f)
     f = click.option("--data-dir", envvar="NAS_DATA_DIR", type=click.Path(file_okay=False),
                      help="Local copy of the dataset (torchvision layout or image folder) [env NAS_DATA_DIR].")(f)
     f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
@@ -187,7 +197,7 @@ def _run_search(cfg) -> None:
 
     from .search import describe, run
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed below instead
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed below instead
     outcome = run(cfg, on_trial=_print_trial)
     for line in describe(outcome, cfg):
         click.echo(line)
@@ -214,26 +224,43 @@ def _print_trial(t) -> None:
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Stop starting new trials after S seconds.")
 @click.option("--enqueue", multiple=True, metavar="DESIGN", help="Train a documented design (or params file) first.")
 @_search_options
-def search(space_name, trials, timeout, enqueue, study, storage, data_dir, device, seed, finish, train_limit) -> None:
+def search(space_name, trials, timeout, enqueue, study, storage, results, data_dir, device, seed, finish,
+           train_limit) -> None:
     """Search SPACE: check every candidate analytically, train the valid ones, report the winners.
 
-    Running the same command again resumes the study. Ctrl-C stops after the current epoch.
+    Running the same command again resumes the study. Ctrl-C stops after the current epoch. Any
+    number of workers started with the same command and a shared --storage share one study and stop
+    together once it holds --trials trained candidates.
 
     Example: nas search --space mnist_squeeze --trials 20 --data-dir ../shared/data
     """
     from .search import SearchConfig
     from .space import Space
 
-    cfg = SearchConfig(Space.load(space_name), study, storage, trials, timeout, seed, finish, tuple(enqueue),
-                       data_dir=data_dir, device=device, train_limit=train_limit)
+    cfg = SearchConfig(Space.load(space_name), study, _storage(storage, results), trials, timeout, seed, finish,
+                       tuple(enqueue), data_dir=data_dir, device=device, train_limit=train_limit,
+                       **_results(results))
     _run_search(cfg)
+
+
+def _storage(storage, results):
+    """--storage, or the SQLite file in --results when only that is given."""
+    from pathlib import Path
+
+    return storage or (f"sqlite:///{Path(results) / 'studies.db'}" if results else None)
+
+
+def _results(results) -> dict:
+    from pathlib import Path
+
+    return {"results": Path(results)} if results else {}
 
 
 @main.command()
 @click.argument("design")
 @click.option("--space", "space_name", help="Space that holds DESIGN as a point [default: found by name].")
 @_search_options
-def reproduce(design, space_name, study, storage, data_dir, device, seed, finish, train_limit) -> None:
+def reproduce(design, space_name, study, storage, results, data_dir, device, seed, finish, train_limit) -> None:
     """Train documented DESIGN as a fixed trial of its space's study.
 
     Example: nas reproduce seed001 --data-dir ../shared/data
@@ -242,8 +269,8 @@ def reproduce(design, space_name, study, storage, data_dir, device, seed, finish
     from .space import Space
 
     space = Space.load(space_name) if space_name else _space_holding(design)
-    cfg = SearchConfig(space, study, storage, 0, None, seed, finish, (design,),
-                       data_dir=data_dir, device=device, train_limit=train_limit)
+    cfg = SearchConfig(space, study, _storage(storage, results), 0, None, seed, finish, (design,),
+                       data_dir=data_dir, device=device, train_limit=train_limit, **_results(results))
     cfg.trials = counts(open_study(cfg))["trained"] + 1
     _run_search(cfg)
 
@@ -257,3 +284,101 @@ def _space_holding(design: str):
             return space
     raise NasError(f"no search space lists design {design!r} under points:; pass --space NAME "
                    "(`nas spaces` shows which designs each holds)")
+
+
+@main.command("train")
+@click.argument("design")
+@click.option("--dataset", help="mnist, fashion_mnist, cifar10 or an image folder [default: from the input shape].")
+@click.option("--data-dir", envvar="NAS_DATA_DIR", type=click.Path(file_okay=False),
+              help="Local copy of the dataset (torchvision layout or image folder) [env NAS_DATA_DIR].")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs of the fixed schedule [default: TrainConfig's].")
+@click.option("--target", type=click.FloatRange(0, 1), help="Test accuracy to report reaching, e.g. 0.994.")
+@click.option("--stop-at-target", is_flag=True, help="End training at the first epoch that meets --target.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the weights, batches and augmentation.")
+@click.option("--batch-size", type=click.IntRange(1), help="Training batch size.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate of the one-cycle schedule.")
+@click.option("--no-augment", is_flag=True, help="Train without augmentation.")
+@click.option("--cutout", type=click.IntRange(0), help="Cutout square side in pixels (crop_flip policy).")
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast (fast on GPUs and CPUs with bf16 units).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (pays a compile first).")
+@click.option("--train-limit", type=click.IntRange(1), help="Train on this many random training images (quick looks).")
+@click.option("--save", type=click.Path(dir_okay=False), help="Write the trained state_dict here.")
+def train_cmd(design, dataset, data_dir, epochs, target, stop_at_target, device, seed, batch_size, lr,
+              no_augment, cutout, bf16, compile_, train_limit, save) -> None:
+    """Train DESIGN once and print its test accuracy after each epoch.
+
+    Example: nas train seed001 --data-dir ../shared/data --target 0.994
+    """
+    import time
+
+    import torch
+    from tqdm import tqdm
+
+    from . import data as datasets
+    from .build import build
+    from .train import TrainConfig, pick_device, train
+
+    spec = registry.load_design(design)
+    name = dataset or _dataset_for(spec.input)
+    dev = pick_device(device)
+    data = datasets.load(name, data_dir=data_dir, device=dev)
+    if train_limit:
+        data = data.subset(train=train_limit, seed=seed)
+    options = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, cutout=cutout).items() if v is not None}
+    config = TrainConfig(seed=seed, device=str(dev), target=target, stop_at_target=stop_at_target,
+                         augment=not no_augment, bf16=bf16, compile=compile_, **options)
+    click.echo(f"{spec.name}: {analyse(spec).params:,} params on {data.name} "
+               f"({len(data.y_train):,} train / {len(data.y_test):,} test images), {config.epochs} epochs, {dev}")
+    last = [time.perf_counter()]
+
+    def on_epoch(epoch: int, acc: float) -> None:
+        now = time.perf_counter()
+        tqdm.write(f"epoch {epoch:>3}: test accuracy {acc:.4f}  ({now - last[0]:.1f}s)")
+        last[0] = now
+
+    model = build(spec)
+    last[0] = time.perf_counter()
+    result = train(model, data, config, on_epoch=on_epoch)
+    if target is not None:
+        met = f"first met at epoch {result.target_epoch}" if result.target_epoch else "not met"
+        click.echo(f"target {target}: {met}")
+    click.echo(f"{result.status}: {result.message}; {result.seconds:.1f}s in all")
+    if save:
+        torch.save(model.state_dict(), save)
+        click.echo(f"weights saved to {save}")
+    if result.status == "nan":
+        sys.exit(1)
+
+
+def _dataset_for(shape) -> str:
+    by_shape = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10"}
+    if tuple(shape) not in by_shape:
+        raise NasError(f"no default dataset for input {list(shape)}: pass --dataset NAME or an image folder path")
+    return by_shape[tuple(shape)]
+
+
+@main.command("report")
+@click.option("--study", help="Study name (needed when the storage holds several).")
+@click.option("--storage", help="Optuna storage URL [default: sqlite:///results/studies.db].")
+@click.option("--results", type=click.Path(file_okay=False), help="Results folder; files go to RESULTS/<study>/ [default: results].")
+@click.option("--all", "show_all", is_flag=True, help="Also list rejected candidates (trials.csv always has every trial).")
+def report_cmd(study, storage, results, show_all) -> None:
+    """Print a table of the study's trials; write trials.csv, trials.md and PNG plots under results/<study>/.
+
+    Example: nas report --study mnist_squeeze
+    """
+    from pathlib import Path
+
+    from . import report as reporting
+    from . import study as studies
+
+    s = reporting.open_study(study, storage)
+    frame = reporting.trials_frame(s)
+    paths = reporting.write(s, studies.study_dir(s.study_name, Path(results) if results else None), show_all, frame)
+    click.echo(reporting.format_table(frame if show_all else reporting.without_rejected(frame)))
+    click.echo()
+    for line in reporting.summary(s, frame):
+        click.echo(line)
+    for path in paths.values():
+        click.echo(f"wrote {path}")

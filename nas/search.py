@@ -7,11 +7,20 @@ milliseconds and no training. Trained candidates report test accuracy each epoch
 
 ``--trials N`` counts trained candidates across the whole study, so running the same command again
 resumes a study (or extends it with a larger N), and several workers share one count.
+
+Several workers (processes, machines) running the same command share the study through its storage:
+trial k's random draws depend only on the seed and k, so workers sample different candidates; a
+net that another worker is training now is waited for, not trained twice; a dead worker's trial is
+queued again (see :mod:`nas.study`); and each worker stops once the study holds N trained
+candidates and none is still training.
 """
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +66,25 @@ class TargetPruner(optuna.pruners.BasePruner):
         return bool(refs) and acc < min(refs) - self.slack
 
 
+class Sampler(optuna.samplers.TPESampler):
+    """TPE whose random draws for trial k depend only on ``(seed, k)``.
+
+    One worker repeats its candidates exactly, also across a resume; several workers started with
+    the same ``--seed`` draw different candidates, where one shared random sequence would have every
+    worker try the same random start-up points.
+    """
+
+    def __init__(self, seed: int = 0, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        super().before_trial(study, trial)
+        seed = (self._base_seed * 1_000_003 + trial.number) % 2**32
+        self._rng.rng.seed(seed)
+        self._random_sampler._rng.rng.seed(seed)
+
+
 @dataclass
 class SearchConfig:
     space: Space
@@ -85,6 +113,7 @@ class Outcome:
     rejected: int = 0
     pruned: int = 0
     duplicates: int = 0
+    failed: int = 0
     interrupted: bool = False
     seconds: float = 0.0
     check_ms: list[float] = field(default_factory=list)
@@ -92,15 +121,17 @@ class Outcome:
 
 
 class _Stop:
-    """First Ctrl-C: finish the current epoch, keep everything, stop. Second: abort now."""
+    """First Ctrl-C (or SIGTERM): finish the current epoch, keep everything, stop. Second: abort now."""
 
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._previous_term = None
 
     def __enter__(self):
         try:
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous_term = signal.signal(signal.SIGTERM, self._handle)  # kill, a scheduler's preemption
         except ValueError:  # not the main thread: leave Ctrl-C alone
             self._previous = None
         return self
@@ -114,6 +145,7 @@ class _Stop:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            signal.signal(signal.SIGTERM, self._previous_term)
         return False
 
 
@@ -123,7 +155,7 @@ class _Interrupted(Exception):
 
 def open_study(cfg: SearchConfig) -> optuna.Study:
     space, task = cfg.space, cfg.space.task
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=8)
+    sampler = Sampler(seed=cfg.seed, n_startup_trials=8)
     study = optuna.create_study(study_name=cfg.name, storage=studies.storage(cfg.storage), direction="maximize",
                                 sampler=sampler, pruner=TargetPruner(task.target, task.max_epochs),
                                 load_if_exists=True)
@@ -144,6 +176,13 @@ def enqueue(study: optuna.Study, space: Space, design_or_file: str) -> dict[str,
     Strict: an unknown choice or a value outside the space is an error, and a design's spec must be
     the very net its document describes.
     """
+    params, design = point(space, design_or_file)
+    study.enqueue_trial(params, user_attrs={"design": design}, skip_if_exists=True)
+    return params
+
+
+def point(space: Space, design_or_file: str) -> tuple[dict[str, Any], str]:
+    """The params and name of a documented design or params file, checked strictly (see :func:`enqueue`)."""
     if Path(design_or_file).suffix in (".yaml", ".yml", ".json"):
         params, design = _params_file(Path(design_or_file), space), Path(design_or_file).stem
     else:
@@ -154,16 +193,19 @@ def enqueue(study: optuna.Study, space: Space, design_or_file: str) -> dict[str,
         if expected != got:
             raise NasError(f"points.{design} in {space.source} does not give the net of design {design}; "
                            "fix the point's values")
-    study.enqueue_trial(params, user_attrs={"design": design}, skip_if_exists=True)
-    return params
+    return params, design
 
 
 def _params_file(path: Path, space: Space) -> dict[str, Any]:
     import yaml
     try:
         params = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise NasError(f"cannot read params file {path}: {err}; check the path and YAML syntax") from None
+    except OSError as err:
+        raise NasError(f"cannot read params file {path}: {err.strerror}; check the path") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise NasError(f"params file {path} is not valid YAML{where}; fix the syntax") from None
     if not isinstance(params, dict):
         raise NasError(f"{path}: a params file maps each choice of {space.name} to a value")
     return params
@@ -176,8 +218,9 @@ class Objective:
         from . import train as trainer
         self.cfg, self.data, self.stop = cfg, data, stop
         self.train_fn = train_fn or trainer.train
-        self.trainer = trainer
         self.weights_dir = studies.study_dir(cfg.name, cfg.results) / "weights"
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.poll = min(5.0, studies.heartbeat_settings()[0])
 
     def __call__(self, trial: optuna.Trial) -> float:
         space = self.cfg.space
@@ -197,6 +240,7 @@ class Objective:
             return 0.0
         spec = cand.analysis.spec
         fp = fingerprint(spec)
+        trial.set_user_attr("worker", self.worker)
         trial.set_user_attr("fingerprint", fp)
         earlier = self._same_net(trial, fp)
         if earlier is not None:
@@ -208,19 +252,31 @@ class Objective:
         return self._train(trial, spec)
 
     def _same_net(self, trial: optuna.Trial, fp: str):
-        for t in trial.study.get_trials(deepcopy=False, states=TRAINED_STATES):
-            if t.user_attrs.get("fingerprint") == fp and t.user_attrs.get("trained") and t.number != trial.number:
-                return t
-        return None
+        """A trained trial of the same net; if another worker is training it now, wait for its result.
+
+        A worker waits for a trial of the same net that is training, or that is still being checked
+        and has a lower number (so two workers at the same point never wait for each other). Only
+        with heartbeats: without them a dead worker's trial would be waited for forever.
+        """
+        study = trial.study
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            same = [t for t in trials if t.number != trial.number and t.user_attrs.get("fingerprint") == fp]
+            for t in same:
+                if t.state in TRAINED_STATES and t.user_attrs.get("trained"):
+                    return t
+            busy = [t for t in same if t.state == TrialState.RUNNING
+                    and (t.user_attrs.get("trained") or t.number < trial.number)]
+            if not busy or not studies.heartbeat_enabled(study):
+                return None
+            if self.stop.requested:
+                trial.set_user_attr("status", "interrupted")  # the other worker still trains the net
+                raise _Interrupted()
+            time.sleep(self.poll)
+            studies.fail_stale(study)  # a dead worker's trial fails here, and this worker trains the net
 
     def _train(self, trial: optuna.Trial, spec) -> float:
-        task = self.cfg.space.task
-        options = {**self.cfg.space.train, **self.cfg.train_options}
-        try:
-            config = self.trainer.TrainConfig(epochs=task.max_epochs, target=task.target, seed=self.cfg.seed,
-                                              stop_at_target=not self.cfg.finish, device=self.cfg.device, **options)
-        except TypeError as err:
-            raise NasError(f"{self.cfg.space.source}: bad trainer setting under 'train:' ({err})") from None
+        config = train_config(self.cfg)
         accuracies: list[float] = []
         pruned = []
 
@@ -238,7 +294,12 @@ class Objective:
         trial.set_user_attr("trained", True)
         torch.manual_seed(self.cfg.seed)
         model = build(spec)
-        result = self.train_fn(model, self.data, config, on_epoch=on_epoch)
+        try:
+            result = self.train_fn(model, self.data, config, on_epoch=on_epoch)
+        except KeyboardInterrupt:  # a second Ctrl-C, or SIGTERM: the trial fails, its params are queued again
+            trial.set_user_attr("status", "interrupted")
+            self._requeue(trial)
+            raise
         met = result.target_epoch is not None
         trial.set_user_attr("accuracies", list(result.accuracies))
         trial.set_user_attr("target_epoch", result.target_epoch)
@@ -251,13 +312,18 @@ class Objective:
             raise optuna.TrialPruned(result.message)
         if self.stop.requested and not pruned and not (met and not self.cfg.finish):
             trial.set_user_attr("status", "interrupted")
-            trial.study.enqueue_trial(trial.params, skip_if_exists=False)  # retrained on resume
+            self._requeue(trial)  # retrained on resume
             raise _Interrupted()
         if pruned:
             trial.set_user_attr("status", "pruned")
             raise optuna.TrialPruned(f"pruned at epoch {pruned[0]}")
         trial.set_user_attr("status", "target_met" if met else "complete")
         return result.accuracies[-1] if result.accuracies else 0.0
+
+    @staticmethod
+    def _requeue(trial: optuna.Trial) -> None:
+        design = {"design": trial.user_attrs["design"]} if "design" in trial.user_attrs else None
+        trial.study.enqueue_trial(trial.params, user_attrs=design, skip_if_exists=False)
 
     def _save(self, number: int, model: torch.nn.Module) -> str:
         self.weights_dir.mkdir(parents=True, exist_ok=True)
@@ -266,12 +332,44 @@ class Objective:
         return str(path.relative_to(self.weights_dir.parent))
 
 
+def train_config(cfg: SearchConfig):
+    """The trainer's settings for every candidate: the task's schedule, the space's ``train:``, the options."""
+    from .train import TrainConfig
+
+    task = cfg.space.task
+    options = {**cfg.space.train, **cfg.train_options}
+    options.setdefault("progress", sys.stderr.isatty())  # no progress bar in logs and pipes
+    try:
+        return TrainConfig(epochs=task.max_epochs, target=task.target, seed=cfg.seed,
+                           stop_at_target=not cfg.finish, device=cfg.device, **options)
+    except TypeError as err:
+        raise NasError(f"{cfg.space.source}: bad trainer setting under 'train:' ({err}); "
+                       "use fields of nas.train.TrainConfig") from None
+
+
+def _check_data(cfg: SearchConfig, data) -> None:
+    """The dataset must fit the space: image shape and, when the task names it, the number of classes."""
+    space, shape = cfg.space, getattr(data, "shape", None)
+    if shape is not None and tuple(shape) != tuple(space.input):
+        raise NasError(f"dataset {space.task.dataset} has images of shape {list(shape)} but space {space.name} "
+                       f"takes input {list(space.input)}; fix 'input:' in {space.source} or use the matching dataset")
+    classes, found = space.task.constraints.classes, getattr(data, "num_classes", None)
+    if classes is not None and found is not None and classes != found:
+        raise NasError(f"dataset {space.task.dataset} has {found} classes but space {space.name} asks for "
+                       f"{classes}; fix 'classes' under task.constraints in {space.source}")
+
+
 def counts(study: optuna.Study) -> dict[str, int]:
-    out = {"trained": 0, "rejected": 0, "pruned": 0, "duplicate": 0, "failed": 0, "meeting": 0}
+    """Trials by outcome. ``failed`` are trials whose worker died or was stopped (their params are
+    queued again, so they are not counted as trained); ``training`` are trained candidates that a
+    worker is training right now."""
+    out = {"trained": 0, "rejected": 0, "pruned": 0, "duplicate": 0, "failed": 0, "meeting": 0, "training": 0}
     for t in study.get_trials(deepcopy=False):
         status = t.user_attrs.get("status")
         if t.state == TrialState.FAIL:
             out["failed"] += 1
+        elif t.state == TrialState.RUNNING:
+            out["training"] += bool(t.user_attrs.get("trained"))
         elif status == "rejected":
             out["rejected"] += 1
         elif status == "duplicate":
@@ -291,36 +389,87 @@ def meeting(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial: Callable | None = None) -> Outcome:
-    """Run (or resume) the search until the study holds ``cfg.trials`` trained candidates."""
+    """Run (or resume) the search until the study holds ``cfg.trials`` trained candidates.
+
+    Everything the user can get wrong (space, enqueued designs, data, results folder, storage) is
+    checked before the study is created or changed.
+    """
     require_feasible(feasibility(cfg.space, samples=1000, seed=cfg.seed))
-    study = open_study(cfg)
-    for design in cfg.enqueue:
-        enqueue(study, cfg.space, design)
+    fixed = [point(cfg.space, design) for design in cfg.enqueue]
+    train_config(cfg)
     if data is None:
         data = load_data(cfg)
+    _check_data(cfg, data)
+    studies.writable(studies.study_dir(cfg.name, cfg.results) / "weights")
+    study = open_study(cfg)
+    for params, design in fixed:
+        study.enqueue_trial(params, user_attrs={"design": design}, skip_if_exists=True)
     outcome = Outcome(study)
-    start, rejected_here = time.perf_counter(), [0]
+    start, here = time.perf_counter(), {"rejected": 0, "trained": 0, "nan": 0}
+    deadline = start + cfg.timeout if cfg.timeout else None
     max_rejections = 200 * cfg.trials + 1000
+    diverged: list[str] = []
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        rejected_here[0] += trial.user_attrs.get("status") == "rejected"
+        status = trial.user_attrs.get("status")
+        here["rejected"] += status == "rejected"
+        if trial.user_attrs.get("trained") and trial.state in TRAINED_STATES and status != "duplicate":
+            here["trained"] += 1
+            here["nan"] += status == "nan"
         if on_trial:
             on_trial(trial)
-        enough = counts(study)["trained"] >= cfg.trials and not _queued(study)
-        if stop.requested or enough or rejected_here[0] >= max_rejections:
+        if here["nan"] and here["nan"] == here["trained"] >= min(3, cfg.trials):  # the settings, not the nets
+            diverged.append(trial.user_attrs.get("message", ""))
+        if stop.requested or diverged or here["rejected"] >= max_rejections or not _to_start(study, cfg.trials):
             study.stop()
 
     with _Stop() as stop:
-        if counts(study)["trained"] < cfg.trials or _queued(study):
-            study.optimize(Objective(cfg, data, stop, train_fn), timeout=cfg.timeout, callbacks=[after_trial],
-                           catch=(_Interrupted,), gc_after_trial=False)
+        objective = Objective(cfg, data, stop, train_fn)
+        poll = objective.poll
+        while not (stop.requested or diverged or here["rejected"] >= max_rejections):
+            left = None if deadline is None else deadline - time.perf_counter()
+            if left is not None and left <= 0:
+                break
+            try:
+                studies.fail_stale(study)  # a dead worker's trial is queued again before we count
+                if _to_start(study, cfg.trials):
+                    try:
+                        study.optimize(objective, timeout=left, callbacks=[after_trial], catch=(_Interrupted,),
+                                       gc_after_trial=False)
+                    except ValueError as err:
+                        # Our heartbeat lapsed (a stalled machine) and another worker failed the trial and
+                        # queued it again: Optuna cannot tell it. Drop it and go on; the copy gets trained.
+                        if "Cannot tell a FAIL trial" not in str(err):
+                            raise
+                elif counts(study)["training"] and studies.heartbeat_enabled(study):
+                    time.sleep(poll)  # others still train: their results (or their failure) may need us
+                else:
+                    break
+            except Exception:
+                lost = studies.lost_connection(study)
+                if lost is not None:
+                    raise lost from None
+                raise
+    if diverged:
+        why = diverged[0].split(":")[0] or "the loss became NaN"
+        raise NasError(f"every candidate trained in this run diverged ({why}); lower 'lr' under 'train:' in "
+                       f"{cfg.space.source} and rerun the same command")
     outcome.interrupted = stop.requested
     outcome.seconds = time.perf_counter() - start
     c = counts(study)
     outcome.trained, outcome.rejected, outcome.pruned, outcome.duplicates = c["trained"], c["rejected"], c["pruned"], c["duplicate"]
+    outcome.failed = c["failed"]
     outcome.check_ms = [t.user_attrs["check_ms"] for t in study.get_trials(deepcopy=False) if "check_ms" in t.user_attrs]
     outcome.meeting = meeting(study)
     return outcome
+
+
+def _to_start(study: optuna.Study, trials: int) -> bool:
+    """Whether to start another trial: one is queued, or the trained ones (counting those other
+    workers train now, when dead workers are detected) are fewer than ``trials``."""
+    c = counts(study)
+    training = c["training"] if studies.heartbeat_enabled(study) else 0
+    return _queued(study) or c["trained"] + training < trials
 
 
 def _queued(study: optuna.Study) -> bool:
@@ -347,7 +496,9 @@ def describe(outcome: Outcome, cfg: SearchConfig) -> list[str]:
     lines = [f"study {cfg.name}: {outcome.trained} trained ({outcome.pruned} pruned), "
              f"{outcome.rejected} rejected before training"
              + (f" (check median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms)" if ms else "")
-             + f", {outcome.duplicates} duplicates; {outcome.seconds:.0f} s this run"]
+             + f", {outcome.duplicates} duplicates"
+             + (f", {outcome.failed} failed (workers stopped or lost)" if outcome.failed else "")
+             + f"; {outcome.seconds:.0f} s this run"]
     if not outcome.meeting:
         lines.append(f"no candidate meets the target {cfg.space.task.target:.2%} yet")
         return lines

@@ -21,15 +21,30 @@ Trial user attributes written by the search (read by report and export):
 ``meets_target``   feasible and target met
 ``weights``        state_dict file, relative to ``results/<study>/``
 ``design``         documented design name, for fixed trials
+``worker``         ``host:pid`` of the worker that ran the trial (feasible candidates)
+``retry_of``       for a trial re-queued because its worker died: the number of the trial it repeats
 =================  =============================================================================
+
+Several workers: RDB storages (SQLite, PostgreSQL) record a heartbeat for each running trial every
+``NAS_HEARTBEAT_SECONDS`` (default 20); a trial whose heartbeat is older than ``NAS_GRACE_SECONDS``
+(default 60) belongs to a dead worker: the next worker to look marks it failed and queues its params
+again (up to 3 times). Optuna's journal storage has no heartbeats: there a killed worker's trial
+stays RUNNING and is not retried (Ctrl-C and SIGTERM still re-queue it). A worker that loses the
+database retries each call for ``NAS_DB_RETRY_SECONDS`` (default 60), then stops with one line.
 """
 from __future__ import annotations
 
+import functools
 import os
+import sys
+import threading
+import time
+import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.exceptions import ExperimentalWarning, StorageInternalError
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from .errors import NasError
 
@@ -37,6 +52,7 @@ RESULTS = Path(os.environ.get("NAS_RESULTS", "results"))
 DEFAULT_STORAGE = f"sqlite:///{RESULTS / 'studies.db'}"
 HEARTBEAT_SECONDS = 20
 GRACE_SECONDS = 60
+DB_RETRY_SECONDS = 60
 
 
 def storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.BaseStorage:
@@ -45,27 +61,197 @@ def storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.B
     url = url or DEFAULT_STORAGE
     if url.startswith("journal:"):
         path = Path(url[len("journal:"):])
-        _writable(path.parent)
+        writable(path.parent)
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         return JournalStorage(JournalFileBackend(str(path)))
     if "://" not in url:
         raise NasError(f"storage {url!r} is not a URL: use sqlite:///path.db, postgresql://user@host/db "
                        "or journal:path.log")
     if url.startswith("sqlite:///"):
-        _writable(Path(url[len("sqlite:///"):]).parent)
-    kwargs = {}
-    if heartbeat:
-        kwargs = dict(heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        writable(Path(url[len("sqlite:///"):]).parent)
+    kwargs, retry_seconds = {}, _env_seconds("NAS_DB_RETRY_SECONDS", DB_RETRY_SECONDS)
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna: no warning lines for users
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        if heartbeat:
+            interval, grace = heartbeat_settings()
+            kwargs = dict(heartbeat_interval=interval, grace_period=grace,
+                          heartbeat_stale_trial_callback=_RetryStale(max_retry=3))
+        attempt = 0
+        while True:
+            try:
+                store = _Storage(_with_driver(url), engine_kwargs=_engine_kwargs(url), **kwargs)
+                store.retry_seconds, store.shown_url = retry_seconds, _redact(url)
+                return store
+            except ImportError:
+                raise NasError(f"storage {url.split(':')[0]} needs a database driver that is not installed: "
+                               "pip install 'nas[postgres]' (psycopg2-binary)") from None
+            except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
+                if attempt < 3 and _creation_race(err):
+                    attempt += 1
+                    time.sleep(attempt)  # another worker is creating the tables right now
+                    continue
+                raise NasError(f"cannot open storage {_redact(url)}: {_reason(err)}; check the URL and that the "
+                               "database server is running") from None
+
+
+def _env_seconds(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
-    except ImportError as err:
-        raise NasError(f"storage {url.split(':')[0]} needs a driver ({err.name} is missing): "
-                       "pip install 'nas[postgres]'") from None
-    except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
-        reason = str(err).strip().splitlines()[0][:200]
-        raise NasError(f"cannot open storage {_redact(url)}: {reason}; check the URL and that the "
-                       "database server is running") from None
+        seconds = int(value)
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise NasError(f"{name}={value!r} is not a whole number of seconds >= 1; fix or unset it")
+    return seconds
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace) in seconds, from NAS_HEARTBEAT_SECONDS and NAS_GRACE_SECONDS."""
+    interval = _env_seconds("NAS_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)
+    grace = _env_seconds("NAS_GRACE_SECONDS", max(GRACE_SECONDS, 3 * interval))
+    if grace <= interval:
+        raise NasError(f"NAS_GRACE_SECONDS={grace} must be longer than NAS_HEARTBEAT_SECONDS={interval} "
+                       "(3 times is a good choice), or a live worker's trial is taken for a dead one")
+    return interval, grace
+
+
+class _RetryStale(RetryHeartbeatStaleTrialCallback):
+    """Re-queue a dead worker's trial with the same params, keeping none of its partial results."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        keep = {k: v for k, v in trial.user_attrs.items() if k == "design"}
+        trial.user_attrs = {**keep, "retry_of": trial.number}  # a deep copy: the failed trial keeps its own
+        super().__call__(study, trial)
+
+
+def heartbeat_enabled(study: optuna.Study) -> bool:
+    """True when dead workers are detected (RDB storages), so a RUNNING trial will end one way or another."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+    return is_heartbeat_enabled(study._storage)
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Mark dead workers' trials failed and queue them again (Optuna does this before each trial too)."""
+    if heartbeat_enabled(study):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+
+
+def _reason(err: BaseException) -> str:
+    cause = err.__cause__ if isinstance(err, StorageInternalError) and err.__cause__ else err
+    cause = getattr(cause, "orig", None) or cause  # SQLAlchemy wraps the driver's error
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return text[:200]
+
+
+def _creation_race(err: Exception) -> bool:
+    import sqlalchemy.exc as sa
+    return isinstance(err, (sa.IntegrityError, sa.ProgrammingError)) or (
+        isinstance(err, StorageInternalError) and isinstance(err.__cause__, (sa.IntegrityError, sa.ProgrammingError)))
+
+
+def _connection_lost(err: Exception) -> bool:
+    """A database that cannot be reached (or, for SQLite, is locked by another process) right now."""
+    import sqlalchemy.exc as sa
+    cause = err.__cause__ if isinstance(err, StorageInternalError) else err
+    if not isinstance(cause, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
+        return False
+    orig = getattr(cause, "orig", None)
+    if type(orig).__module__ == "sqlite3":  # e.g. a read-only file is no outage: only a lock passes
+        return "locked" in str(orig) or "busy" in str(orig)
+    return True
+
+
+_local = threading.local()
+
+
+def _retrying(method):
+    """Retry a storage call with backoff while the database is unreachable; then one clear error."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if getattr(_local, "busy", False):  # an inner call of a retried one: the outer one retries
+            return method(self, *args, **kwargs)
+        _local.busy = True
+        try:
+            budget = self.retry_seconds
+            delay, deadline = 0.5, time.monotonic() + budget
+            while True:
+                try:
+                    result = method(self, *args, **kwargs)
+                    self.retrying = False
+                    return result
+                except Exception as err:
+                    if not _connection_lost(err):
+                        raise
+                    if self.lost is None and time.monotonic() + delay <= deadline:
+                        if not self.retrying:  # one line per outage
+                            self.retrying = True
+                            print(f"warning: database {self.shown_url} unreachable ({_reason(err)}); "
+                                  f"retrying for up to {budget} s", file=sys.stderr, flush=True)
+                        time.sleep(delay)
+                        delay = min(2 * delay, 8.0)
+                        continue
+                    self.lost = self.lost or NasError(
+                        f"lost the database connection to {self.shown_url}: {_reason(err)}; "
+                        "check the server and rerun the same command to resume")
+                    raise self.lost from None
+        finally:
+            _local.busy = False
+
+    return call
+
+
+class _Storage(RDBStorage):
+    """Optuna's RDB storage, with every database call retried through a short outage.
+
+    After the retries run out, the call raises a :class:`NasError` (``lost``), and so does at once
+    any later call that fails, so the worker stops with one line. The heartbeat thread never raises: a missed
+    heartbeat is harmless, and the main thread notices a lost database by itself.
+    """
+
+    lost: NasError | None = None
+    retrying = False
+    retry_seconds = DB_RETRY_SECONDS
+    shown_url = ""  # the URL as the user gave it, password hidden
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception:  # noqa: BLE001 - in a thread; a traceback there would help nobody
+            pass
+
+
+for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+              "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs",
+              "get_all_studies", "create_new_trial", "_create_new_trial", "set_trial_param", "_set_trial_param",
+              "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+              "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+              "_get_trials", "get_best_trial", "_get_best_trial_id", "_get_stale_trial_ids"):
+    setattr(_Storage, _name, _retrying(getattr(RDBStorage, _name)))
+
+
+def lost_connection(study: optuna.Study) -> NasError | None:
+    """The error to stop with, once the study's database has been unreachable for too long."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    return getattr(backend, "lost", None)
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` means psycopg (3) to SQLAlchemy 2.1 but psycopg2 before: name the installed one."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    for module in ("psycopg", "psycopg2"):
+        if importlib.util.find_spec(module):
+            return f"postgresql+{module}{sep}{rest}"
+    return url
 
 
 def _engine_kwargs(url: str) -> dict:
@@ -81,7 +267,7 @@ def _redact(url: str) -> str:
     return url
 
 
-def _writable(folder: Path) -> None:
+def writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -1,0 +1,260 @@
+"""The catalogue of bad input: each case fails with exit code 2 and one line that names the problem
+and the fix, prints no traceback, and leaves the studies already in the storage as they were.
+
+Cases run through the real command line (click's test runner, in this process); a few also run as
+real `nas` processes, where Python warnings would show up as extra lines.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from nas.cli import main
+
+SPACE = {
+    "name": "tiny",
+    "task": {"dataset": None, "target": 0.9, "max_epochs": 1, "constraints": {"max_params": 5000, "classes": 2}},
+    "train": {"batch_size": 16},
+    "input": [1, 16, 16],
+    "choices": {"w": [4, 8], "pool": ["maxpool", "avgpool"]},
+    "blocks": {"f": [{"conv": {"out": "$w", "padding": 1}}, "relu", "$pool", {"pwconv": {"out": 2}}, "gap"]},
+    "points": {"small": {"w": 4, "pool": "maxpool"}},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _images(root: Path, n: int = 24, size: int = 16, classes: int = 2) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in range(classes):
+            folder = root / split / f"c{label}"
+            folder.mkdir(parents=True)
+            for i in range(n // classes):
+                Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def _keep_study(db: Path) -> None:
+    study = optuna.create_study(study_name="keep", storage=f"sqlite:///{db}", direction="maximize")
+    study.set_user_attr("space", "mnist_squeeze")
+    for acc in (0.97, 0.99):
+        study.add_trial(optuna.trial.create_trial(
+            params={"w": 8}, distributions={"w": optuna.distributions.CategoricalDistribution([4, 8])},
+            value=acc, user_attrs={"status": "complete", "trained": True, "accuracies": [acc]}))
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """Made once: the image folder (only read) and a storage holding study 'keep' (copied for each case)."""
+    root = tmp_path_factory.mktemp("bad_input")
+    _keep_study(root / "studies.db")
+    return _images(root / "data"), root / "studies.db"
+
+
+class World:
+    """A folder with a tiny image dataset, space files, and a storage holding study 'keep'."""
+
+    def __init__(self, root: Path, data: Path, db: Path):
+        self.root, self.data = root, data
+        self.db = root / "results" / "studies.db"
+        self.db.parent.mkdir()
+        shutil.copyfile(db, self.db)
+        self.storage = f"sqlite:///{self.db}"
+
+    def space(self, edit=None, raw: str | None = None) -> str:
+        self.spaces = getattr(self, "spaces", 0) + 1
+        path = self.root / f"tiny{self.spaces}.yaml"  # a new file each time: processes may run at once
+        if raw is not None:
+            path.write_text(raw)
+            return str(path)
+        data = copy.deepcopy(SPACE)
+        data["task"]["dataset"] = str(self.data)
+        if edit:
+            edit(data)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return str(path)
+
+    def file(self, name: str, text: str) -> str:
+        path = self.root / name
+        path.write_text(text)
+        return str(path)
+
+    def snapshot(self) -> tuple:
+        """Study 'keep' as stored: its attributes and every trial; and the database file's bytes."""
+        study = optuna.load_study(study_name="keep", storage=self.storage)
+        trials = [(t.number, t.state, t.values, t.params, t.user_attrs, t.system_attrs) for t in study.get_trials()]
+        return study.user_attrs, trials, hashlib.sha256(self.db.read_bytes()).hexdigest()
+
+
+def _set(path: str, value):
+    def edit(data):
+        *keys, last = path.split(".")
+        node = data
+        for k in keys:
+            node = node[k]
+        node[last] = value
+    return edit
+
+
+def _corrupt(w: World) -> str:
+    folder = w.root / "corrupt"
+    _images(folder)
+    (folder / "train" / "c0" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    return str(folder)
+
+
+def _search(w: World, space: str, *more: str, trials: str = "1", storage: str | None = None,
+            results: str | None = None) -> list[str]:
+    return ["search", "--space", space, "--trials", trials, "--storage", storage or w.storage,
+            "--results", results or str(w.root / "results"), *more]
+
+
+# Each case: (id, how to make the command line from the world, expected message, extra env, writes a new study)
+CASES = [
+    ("malformed space file", lambda w: _search(w, w.space(raw="name: x\ntask: [unclosed\n")),
+     r"not valid YAML at line \d+; fix the syntax", {}),
+    ("unknown field in space", lambda w: _search(w, w.space(edit=_set("colour", "red"))),
+     r"unknown field 'colour' \(allowed: .*\)", {}),
+    ("unknown space", lambda w: _search(w, "no_such_space"),
+     r"unknown search space 'no_such_space' \(known: .*\); `nas spaces` lists them", {}),
+    ("unknown design", lambda w: ["reproduce", "no_such_design", "--storage", w.storage],
+     r"no search space lists design 'no_such_design' under points:; pass --space NAME", {}),
+    ("design not in the space", lambda w: _search(w, w.space(), "--enqueue", "seed001"),
+     r"design 'seed001' is not a point of space tiny .*; add it under 'points:' in ", {}),
+    ("params value out of range",
+     lambda w: _search(w, w.space(), "--enqueue", w.file("p.yaml", "{w: 3, pool: maxpool}")),
+     r"w=3 is outside space tiny \(allowed: \[4, 8\]\)", {}),
+    ("params file not YAML", lambda w: _search(w, w.space(), "--enqueue", w.file("q.yaml", "{w: [")),
+     r"params file .*q\.yaml is not valid YAML at line 1; fix the syntax", {}),
+    ("target out of range", lambda w: _search(w, w.space(edit=_set("task.target", 1.5))),
+     r"task\.target must be a test accuracy in \(0, 1\], e\.g\. 0\.994; got 1\.5", {}),
+    ("negative epoch count", lambda w: _search(w, w.space(edit=_set("task.max_epochs", -1))),
+     r"task\.max_epochs must be a positive integer, got -1", {}),
+    ("option out of range", lambda w: _search(w, w.space(), trials="0"),
+     r"Invalid value for '--trials': 0 is not in the range x>=1; see `nas search --help`", {}),
+    ("negative timeout", lambda w: _search(w, w.space(), "--timeout", "-5"),
+     r"Invalid value for '--timeout': -5\.0 is not in the range x>0; see `nas search --help`", {}),
+    ("misspelt option", lambda w: ["search", "--space", w.space(), "--trails", "3"],
+     r"No such option '--trails'.*'--trials'.*; see `nas search --help`", {}),
+    ("impossible constraints", lambda w: _search(w, w.space(edit=_set("task.constraints.max_params", 10))),
+     r"space tiny is infeasible: none of 4 points of it meets every constraint; fewest params in this space "
+     r"is \d+ >= 10: offer narrower widths", {}),
+    ("space whose shapes collapse", lambda w: _search(w, w.space(edit=lambda d: d["blocks"]["f"].__setitem__(
+        slice(2, 2), ["maxpool"] * 4 + [{"conv": {"out": 4, "kernel": 3}}]))),
+     r"space tiny is infeasible: .*no point of this space builds a valid net \(invalid shapes .*\): "
+     r"widen the input or remove pools/strides", {}),
+    ("design whose shapes collapse", lambda w: ["check", w.file("collapse.yaml", yaml.safe_dump(
+        {"name": "collapse", "input": [1, 4, 4], "blocks": {"f": [{"conv": {"out": 8, "kernel": 3}}, "maxpool",
+                                                                  {"conv": {"out": 8, "kernel": 3}}]}}))],
+     r"layer 2: conv: kernel 3 .* is larger than its padded input .*: lower the kernel or dilation, or pool later", {}),
+    ("missing dataset", lambda w: _search(w, w.space(edit=_set("task.dataset", "mnist")), "--data-dir",
+                                          str(w.root / "nowhere")),
+     r"data directory .*nowhere does not exist: pass --data-dir pointing at a folder that holds .*, "
+     r"or set NAS_DATA_DIR", {}),
+    ("dataset folder without images", lambda w: _search(w, w.space(edit=_set("task.dataset", str(w.root)))),
+     r"is not an image folder: it needs train/<class>/\*\.png and test/<class>/\*\.png", {}),
+    ("corrupt dataset file", lambda w: _search(w, w.space(edit=_set("task.dataset", _corrupt(w)))),
+     r"cannot read image .*0\.png .*: remove or replace the file", {}),
+    ("dataset of another image size", lambda w: _search(w, w.space(edit=_set("input", [1, 28, 28]))),
+     r"dataset .* has images of shape \[1, 16, 16\] but space tiny takes input \[1, 28, 28\]; fix 'input:' in ", {}),
+    ("dataset with other classes", lambda w: _search(w, w.space(edit=lambda d: (
+        d["task"]["constraints"].update(classes=3), d["blocks"]["f"][3]["pwconv"].update(out=3)))),
+     r"dataset .* has 2 classes but space tiny asks for 3; fix 'classes' under task\.constraints in ", {}),
+    ("unknown trainer setting", lambda w: _search(w, w.space(edit=_set("train", {"lrate": 0.1}))),
+     r"bad trainer setting under 'train:' \(.*lrate.*\); use fields of nas\.train\.TrainConfig", {}),
+    ("unknown device", lambda w: _search(w, w.space(), "--device", "tpu"),
+     r"unknown device 'tpu': use auto, cpu or cuda", {}),
+    ("unwritable results directory", lambda w: _search(w, w.space(), results=w.file("a_file", "") + "/results"),
+     r"cannot create results folder .*a_file/results.*: Not a directory; pass a writable --storage or --results", {}),
+    ("storage that is not a URL", lambda w: _search(w, w.space(), storage="results/studies.db"),
+     r"storage 'results/studies\.db' is not a URL: use sqlite:///path\.db, postgresql://user@host/db or "
+     r"journal:path\.log", {}),
+    ("storage of an unknown kind", lambda w: _search(w, w.space(), storage="nosuchdb://host/x"),
+     r"cannot open storage nosuchdb://host/x: .*; check the URL and that the database server is running", {}),
+    ("unreachable database", lambda w: _search(
+        w, w.space(), storage=f"postgresql://nas:secret@127.0.0.1:{_free_port()}/nas"),
+     r"cannot open storage postgresql://\*\*\*@127\.0\.0\.1:\d+/nas: .*refused.*; check the URL and that the "
+     r"database server is running", {}),
+    ("study made for another space", lambda w: _search(w, w.space(), "--study", "keep"),
+     r"study 'keep' was made for space 'mnist_squeeze', not 'tiny'; pass another --study", {}),
+    ("bad heartbeat setting", lambda w: _search(w, w.space()),
+     r"NAS_HEARTBEAT_SECONDS='abc' is not a whole number of seconds >= 1; fix or unset it",
+     {"NAS_HEARTBEAT_SECONDS": "abc"}),
+    ("grace shorter than the heartbeat", lambda w: _search(w, w.space()),
+     r"NAS_GRACE_SECONDS=2 must be longer than NAS_HEARTBEAT_SECONDS=5 .*",
+     {"NAS_HEARTBEAT_SECONDS": "5", "NAS_GRACE_SECONDS": "2"}),
+    ("NaN loss", lambda w: _search(w, w.space(edit=_set("train", {"batch_size": 4, "lr": 1e30}))),
+     r"every candidate trained in this run diverged \(loss became (NaN|infinite) at epoch 1 batch \d+\); "
+     r"lower 'lr' under 'train:' in .*tiny\d*\.yaml and rerun the same command", {}),
+]
+WRITES_A_STUDY = {"NaN loss"}  # the trials that diverged are recorded in a new study 'tiny'
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch, template):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("NAS_DATA_DIR", "NAS_RESULTS", "NAS_HEARTBEAT_SECONDS", "NAS_GRACE_SECONDS", "NAS_DB_RETRY_SECONDS"):
+        monkeypatch.delenv(var, raising=False)
+    return World(tmp_path, *template)
+
+
+def test_the_catalogue_holds_at_least_fifteen_kinds():
+    assert len(CASES) >= 15 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("name,args,message,env", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(world, name, args, message, env):
+    before = world.snapshot()
+    result = CliRunner().invoke(main, args(world), env=env, prog_name="nas")
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), f"crashed: {result.exception!r}"
+    assert "Traceback" not in result.output + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{result.stderr}"
+    assert lines[0].startswith("error: ") and re.search(message, lines[0]), lines[0]
+    if name not in WRITES_A_STUDY:
+        assert not result.stdout.strip(), result.stdout  # nothing else printed
+    after = world.snapshot()
+    assert after[:2] == before[:2], "study 'keep' changed"
+    if name not in WRITES_A_STUDY:
+        assert after[2] == before[2], "the storage was written to"
+    names = optuna.get_all_study_names(world.storage)
+    assert names == (["keep", "tiny"] if name in WRITES_A_STUDY else ["keep"])
+
+
+@pytest.mark.slow
+def test_real_processes_print_one_line_and_no_warnings(world):
+    """As separate processes: Optuna's 'experimental' warnings, logging and tqdm must not add lines."""
+    picked = {c[0]: c for c in CASES if c[0] in ("study made for another space", "unreachable database", "NaN loss")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = "from nas.cli import main; main(prog_name='nas')"
+    procs = {name: subprocess.Popen([sys.executable, "-W", "default", "-c", code, *case[1](world)], env=env,
+                                    cwd=world.root, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for name, case in picked.items()}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, (name, out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and re.search(picked[name][2], lines[0]), (name, err)
+    assert optuna.load_study(study_name="keep", storage=world.storage).trials[1].value == 0.99

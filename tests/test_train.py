@@ -1,0 +1,256 @@
+"""The trainer: batch augmentation, early stops, NaN status, determinism, and a real-data smoke test."""
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from nas import data as datasets
+from nas import train as T
+from nas.build import build
+from nas.cli import main
+from nas.data import TensorData
+from nas.errors import NasError
+from nas.spec import Spec
+
+DATA = Path(os.environ.get("NAS_SHARED", Path(__file__).resolve().parent.parent.parent / "shared")) / "data"
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def blobs(n=512, classes=2, channels=1, size=8, seed=0) -> TensorData:
+    """Images whose class is their brightness: easy to learn, quick to train."""
+    g = gen(seed)
+    y = torch.arange(n) % classes
+    base = (y.float() + 0.5) / classes * 255
+    x = (base.view(-1, 1, 1, 1) + torch.randn(n, channels, size, size, generator=g) * 20).clamp(0, 255)
+    x = x.to(torch.uint8)
+    return TensorData("blobs", x[: n * 3 // 4], y[: n * 3 // 4], x[n * 3 // 4:], y[n * 3 // 4:],
+                      [str(c) for c in range(classes)], (0.5,) * channels, (0.3,) * channels)
+
+
+def small_net(channels=1, classes=2) -> nn.Module:
+    return build(Spec.from_dict({"input": [channels, 8, 8], "layers": [
+        {"conv": {"out": 4, "padding": 1}}, "relu", "bn", "gap", "flatten", {"linear": {"out": classes}}]}))
+
+
+def quick(**kw) -> T.TrainConfig:
+    return T.TrainConfig(**{"epochs": 3, "batch_size": 32, "lr": 0.1, "progress": False, "device": "cpu", **kw})
+
+
+# ---- augmentation ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("channels, policy", [(1, "shift"), (3, "crop_flip"), (1, "auto"), (3, "auto")])
+def test_augment_keeps_shape_dtype_and_value_range(channels, policy):
+    x = torch.rand(16, channels, 28, 28, generator=gen())
+    out = T.augment_batch(x, T.TrainConfig(augment_policy=policy, cutout=8), gen(1))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.min() >= 0 and out.max() <= 1 + 1e-6  # interpolation, padding and cutout stay in range
+    assert not torch.equal(out, x)
+
+
+def test_shift_moves_a_dot_by_at_most_shift_pixels():
+    x = torch.zeros(64, 1, 15, 15)
+    x[:, :, 7, 7] = 1
+    out = T.random_shift(x, 2, gen())
+    ys, xs = (out[:, 0] == 1).nonzero()[:, 1:].T
+    assert out.sum(dim=(1, 2, 3)).eq(1).all()
+    assert (ys - 7).abs().max() == 2 and (xs - 7).abs().max() == 2  # 64 draws reach both limits
+
+
+def test_rotation_turns_by_at_most_the_given_angle():
+    x = torch.zeros(200, 1, 41, 41)
+    x[:, :, 20, 36] = 1  # 16 px right of the centre
+    out = T.random_shift_rotate(x, 0, 10.0, gen())
+    ys, xs = torch.meshgrid(torch.arange(41.0), torch.arange(41.0), indexing="ij")
+    w = out[:, 0]
+    cy, cx = (w * ys).sum((1, 2)) / w.sum((1, 2)), (w * xs).sum((1, 2)) / w.sum((1, 2))
+    angles = torch.rad2deg(torch.atan2(cy - 20, cx - 20)).abs()
+    assert angles.max() <= 10.5 and angles.max() > 7  # within the limit, and it does rotate
+
+
+def test_crop_flip_and_cutout():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    assert torch.equal(T.random_crop(x, (4, 4), gen()), x)  # a full-size crop is the identity
+    crops = T.random_crop(torch.nn.functional.pad(x, (1,) * 4), (4, 4), gen())
+    assert crops.shape == x.shape
+    flipped = T.random_flip(x.repeat(32, 1, 1, 1), gen())
+    mirrored = torch.tensor([torch.equal(f, x[i % 2].flip(-1)) for i, f in enumerate(flipped)])
+    kept = torch.tensor([torch.equal(f, x[i % 2]) for i, f in enumerate(flipped)])
+    assert (mirrored | kept).all() and mirrored.any() and kept.any()
+    holes = T.cutout(torch.ones(50, 3, 10, 10), 4, gen())
+    zeros = (holes == 0).all(1).sum((1, 2))
+    assert zeros.max() == 16 and zeros.min() >= 4  # a 4x4 square, clipped at the edges
+    assert ((holes == 0).all(1) | (holes == 1).all(1)).all()  # all channels together
+
+
+def test_augmentation_is_repeatable_for_a_seed():
+    x = torch.rand(8, 3, 32, 32, generator=gen())
+    cfg = T.TrainConfig(cutout=8)
+    assert torch.equal(T.augment_batch(x, cfg, gen(5)), T.augment_batch(x, cfg, gen(5)))
+
+
+# ---- the loop ---------------------------------------------------------------------------------------
+
+def test_learns_an_easy_task_and_reports_every_epoch():
+    seen = []
+    r = T.train(small_net(), blobs(), quick(), on_epoch=lambda e, a: seen.append((e, a)))
+    assert r.status == "complete" and len(r.accuracies) == len(r.losses) == len(r.epoch_seconds) == 3
+    assert seen == list(enumerate(r.accuracies, 1))
+    assert r.accuracies[-1] > 0.95 and r.seconds >= sum(r.epoch_seconds) > 0
+    assert r.target_epoch is None
+
+
+def test_target_met_stops_early():
+    r = T.train(small_net(), blobs(), quick(epochs=20, target=0.9, stop_at_target=True))
+    assert r.status == "target_met" and r.target_epoch == len(r.accuracies) < 20
+    assert r.accuracies[-1] >= 0.9 and all(a < 0.9 for a in r.accuracies[:-1])
+
+
+def test_target_is_recorded_without_stopping():
+    r = T.train(small_net(), blobs(), quick(epochs=4, target=0.5))
+    assert r.status == "complete" and len(r.accuracies) == 4 and r.target_epoch == 1
+
+
+def test_callback_can_stop_training():
+    r = T.train(small_net(), blobs(), quick(epochs=5), on_epoch=lambda e, a: e == 2)
+    assert r.status == "stopped" and len(r.accuracies) == 2 and "epoch 2" in r.message
+
+
+def test_nan_loss_ends_the_run_with_a_clear_status():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(64, 2)
+
+        def forward(self, x):
+            return self.lin(x.flatten(1)) * math.nan
+
+    r = T.train(Broken(), blobs(), quick())
+    assert r.status == "nan" and r.accuracies == []
+    assert r.message == "loss became NaN at epoch 1 batch 1: lower the learning rate (--lr)"
+
+
+def test_diverging_learning_rate_is_reported_as_nan():
+    r = T.train(small_net(), blobs(), quick(lr=1e30, epochs=2))
+    assert r.status == "nan" and "lower the learning rate" in r.message
+
+
+def test_ctrl_c_propagates():
+    def interrupt(epoch, acc):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train(small_net(), blobs(), quick(), on_epoch=interrupt)
+
+
+def test_same_seed_same_run_on_cpu():
+    runs = []
+    for _ in range(2):
+        net = small_net(3, 3)
+        r = T.train(net, blobs(classes=3, channels=3), quick(seed=7, cutout=4))
+        runs.append((r.accuracies, r.losses, {k: v.clone() for k, v in net.state_dict().items()}))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    assert all(torch.equal(runs[0][2][k], runs[1][2][k]) for k in runs[0][2])
+    other = small_net(3, 3)
+    T.train(other, blobs(classes=3, channels=3), quick(seed=8, cutout=4))
+    assert not torch.equal(other.state_dict()["features.0.weight"], runs[0][2]["features.0.weight"])
+
+
+def test_seed_fixes_the_run_whatever_the_model_was_built_with():
+    a, b = small_net(), small_net()  # different random initial weights
+    ra, rb = T.train(a, blobs(), quick(seed=1)), T.train(b, blobs(), quick(seed=1))
+    assert ra.losses == rb.losses
+
+
+def test_options_that_change_the_arithmetic_still_train():
+    r = T.train(small_net(), blobs(), quick(channels_last=False, augment=False, bf16=True, label_smoothing=0.0))
+    assert r.status == "complete" and r.accuracies[-1] > 0.9
+
+
+def test_bn_recalibration_measures_clean_images_with_dropout_off():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Dropout(0.5), nn.BatchNorm2d(1))
+    x = torch.randint(0, 256, (600, 1, 4, 4), dtype=torch.uint8)
+    norm = T._Normalise(blobs(), torch.device("cpu"), channels_last=False)
+    net.train()
+    for _ in range(20):
+        net(norm(x))  # dropout inflates the variance the running statistics see
+    clean = norm(x)
+    assert net[1].running_var.item() > 1.5 * clean.var().item()
+    T.recalibrate_bn(net, x, norm, batch_size=600)
+    assert net[1].running_mean.item() == pytest.approx(clean.mean().item(), abs=1e-4)
+    assert net[1].running_var.item() == pytest.approx(clean.var().item(), rel=1e-3)
+    assert net.training and net[1].momentum == 0.1
+
+
+def test_bn_recalibration_does_not_change_training():
+    a, b = T.train(small_net(), blobs(), quick()), T.train(small_net(), blobs(), quick(bn_recalibrate=100))
+    assert a.losses == b.losses
+
+
+def test_pick_device():
+    assert T.pick_device("cpu").type == "cpu"
+    assert T.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(NasError, match="CUDA is not available"):
+            T.pick_device("cuda")
+    with pytest.raises(NasError, match="unknown device"):
+        T.pick_device("toaster")
+
+
+def test_a_training_set_smaller_than_a_batch_is_one_batch():
+    r = T.train(small_net(), blobs(n=16), quick(batch_size=64, epochs=1))
+    assert r.status == "complete" and len(r.accuracies) == 1
+
+
+def test_nesterov_sgd_matches_torch_optim():
+    torch.manual_seed(0)
+    a, b = nn.Linear(5, 3), nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    ours = T.NesterovSGD(a.parameters(), momentum=0.9, weight_decay=5e-4)
+    theirs = torch.optim.SGD(b.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    for step in range(4):
+        x = torch.randn(8, 5)
+        for net, opt in ((a, ours), (b, theirs)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+        ours.step(0.05)
+        theirs.step()
+    assert torch.allclose(a.weight, b.weight, atol=1e-6) and torch.allclose(a.bias, b.bias, atol=1e-6)
+
+
+# ---- real data ----------------------------------------------------------------------------------------
+
+def real_mnist(tmp_path):
+    if not (DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST not found at {DATA}")
+    return datasets.load("mnist", data_dir=DATA, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.slow
+def test_smoke_small_net_on_a_few_thousand_real_mnist_images(tmp_path):
+    d = real_mnist(tmp_path).subset(train=4000, test=2000, seed=0)
+    net = build(Spec.from_dict({"input": [1, 28, 28], "layers": [
+        {"conv": {"out": 8, "padding": 1}}, "relu", "bn", "maxpool",
+        {"conv": {"out": 16, "padding": 1}}, "relu", "bn", "maxpool",
+        {"conv": {"out": 16, "padding": 1}}, "relu", "bn", "gap", "flatten", {"linear": {"out": 10}}]}))
+    r = T.train(net, d, T.TrainConfig(epochs=1, batch_size=32, lr=0.2, progress=False, device="cpu"))
+    assert r.status == "complete" and r.accuracies[0] > 0.90, r.accuracies
+
+
+@pytest.mark.slow
+def test_cli_train_prints_epochs_target_and_time(tmp_path, monkeypatch):
+    real_mnist(tmp_path)  # decoded into tmp_path/cache, which the command then reads
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    out = CliRunner().invoke(main, ["train", "seed001", "--data-dir", str(DATA), "--epochs", "1",
+                                    "--train-limit", "1000", "--target", "0.5", "--device", "cpu",
+                                    "--save", str(tmp_path / "w.pt")])
+    assert out.exit_code == 0, out.output
+    assert "epoch   1: test accuracy" in out.output and "target 0.5: first met at epoch 1" in out.output
+    assert "s in all" in out.output and (tmp_path / "w.pt").is_file()

@@ -1,0 +1,403 @@
+"""Many workers on one study: real `nas search` processes sharing a real PostgreSQL server.
+
+A throwaway server is started on 127.0.0.1 for the session (initdb + pg_ctl in a temporary folder,
+as an unprivileged user when the tests run as root). Workers use one CPU thread each, a tiny image
+folder made here, and short heartbeats (1 s, dead after 3 s).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.slow
+
+STUDY = "duo"
+SPACE = """\
+name: duo
+task:
+  dataset: {data}
+  target: 0.5
+  max_epochs: 1
+  constraints: {{max_params: 5000, classes: 2}}
+train: {{batch_size: {batch}}}
+input: [1, 16, 16]
+choices:
+  w: [4, 8, 12, 16]
+  k: [3, 5]
+  pool: [maxpool, avgpool]
+blocks:
+  f:
+    - conv: {{out: $w, kernel: $k, padding: 1}}
+    - relu
+    - $pool
+    - conv: {{out: $w, kernel: 3, padding: 1}}
+    - relu
+    - pwconv: {{out: 2}}
+    - gap
+"""
+
+
+# -- a PostgreSQL server for the session -----------------------------------------------------
+
+def _pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
+    return versions[-1] if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Postgres:
+    """A server in a temporary folder, owned by an unprivileged user when we are root."""
+
+    def __init__(self):
+        self.initdb, self.pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+        self.dir = Path(tempfile.mkdtemp(prefix="nas-pg-"))  # not under pytest's tmp: root-only mode
+        self.port = _free_port()
+        self.run_as: dict = {}
+        if os.geteuid() == 0:  # postgres refuses to run as root
+            user = pwd.getpwnam("nobody")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self.run_as = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+    def _run(self, *args: str) -> None:
+        r = subprocess.run(args, cwd=self.dir, capture_output=True, text=True, timeout=60, **self.run_as)
+        if r.returncode:
+            log = (self.dir / "log").read_text()[-2000:] if (self.dir / "log").exists() else ""
+            raise RuntimeError(f"{' '.join(args)} failed: {r.stdout}{r.stderr}{log}")
+
+    def init(self) -> None:
+        self._run(self.initdb, "-D", str(self.dir / "data"), "-U", "nas", "-A", "trust", "-E", "UTF8",
+                  "--no-locale", "--no-sync")
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60")
+        self._run(self.pg_ctl, "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-t", "60",
+                  "-o", options, "start")
+
+    def stop(self) -> None:
+        self._run(self.pg_ctl, "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+
+    def create_database(self, name: str) -> str:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="nas", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+            cur.execute(f"CREATE DATABASE {name}")
+        conn.close()
+        return f"postgresql://nas@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg():
+    server = Postgres()
+    if not (server.initdb and server.pg_ctl):
+        shutil.rmtree(server.dir, ignore_errors=True)
+        if os.environ.get("NAS_REQUIRE_POSTGRES"):  # set by .ci/run: CI must run these tests
+            pytest.fail("NAS_REQUIRE_POSTGRES is set but no PostgreSQL binaries were found; apt-get install postgresql")
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin; "
+                    ".ci/run installs them with apt-get install postgresql")
+    pytest.importorskip("psycopg2", reason="pip install 'nas[postgres]' for PostgreSQL storage")
+    server.init()
+    server.start()
+    yield server
+    try:
+        server.stop()
+    except RuntimeError:
+        pass  # already stopped
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+# -- a tiny dataset and workers ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def image_data(tmp_path_factory):
+    """Two classes of 16x16 grey images (noise; class 1 has a bright bar), decoded once into a cache."""
+    import numpy as np
+    from PIL import Image
+
+    from nas import data as datasets
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 1600), ("test", 200)):
+        for label in (0, 1):
+            folder = root / split / f"c{label}"
+            folder.mkdir(parents=True)
+            for i in range(n // 2):
+                img = rng.integers(0, 160, (16, 16), dtype=np.uint8)
+                if label:
+                    img[4:12, 7:9] = 255
+                Image.fromarray(img).save(folder / f"{i}.png")
+    cache = tmp_path_factory.mktemp("cache")
+    datasets.load(str(root), cache_dir=cache)  # the workers then load the decoded tensors
+    return root, cache
+
+
+def write_space(folder: Path, data: Path, batch: int = 16) -> Path:
+    path = folder / "duo.yaml"
+    path.write_text(SPACE.format(data=data, batch=batch))
+    return path
+
+
+def worker(args: list[str], cwd: Path, cache: Path, **env) -> subprocess.Popen:
+    environ = {k: v for k, v in os.environ.items() if k not in ("NAS_RESULTS", "NAS_DATA_DIR")}
+    environ.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NAS_CACHE_DIR": str(cache),
+                    "NAS_HEARTBEAT_SECONDS": "1", "NAS_GRACE_SECONDS": "3", "PYTHONUNBUFFERED": "1", **env})
+    code = "from nas.cli import main; main(prog_name='nas')"
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=environ, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"worker {proc.pid} did not finish in {timeout} s:\n{out}\n{err}")
+    return proc.returncode, out, err
+
+
+def trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    from nas import study as studies
+
+    return optuna.load_study(study_name=STUDY, storage=studies.storage(url, heartbeat=False)).get_trials()
+
+
+def wait_for_training(url: str, proc: subprocess.Popen, timeout: float = 90) -> optuna.trial.FrozenTrial:
+    """The trial that worker ``proc`` is training, as soon as it starts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"worker exited early ({proc.returncode}): {proc.communicate()}")
+        try:
+            for t in trials(url):
+                if (t.state == TrialState.RUNNING and t.user_attrs.get("trained")
+                        and t.user_attrs.get("worker", "").endswith(f":{proc.pid}")):
+                    return t
+        except KeyError:
+            pass  # the study does not exist yet
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"worker {proc.pid} did not start training within {timeout} s")
+
+
+def _line_with(stream, text: str, timeout: float) -> str:
+    """The first line of a worker's output that contains ``text`` (the lines before it are dropped)."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([stream], [], [], 0.5)[0]:
+            line = stream.readline()
+            if text in line:
+                return line
+            if not line:
+                break  # the worker exited
+    pytest.fail(f"no line with {text!r} within {timeout} s")
+
+
+def trained(ts) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in ts if t.user_attrs.get("trained") and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            and t.user_attrs.get("status") != "duplicate"]
+
+
+# -- the tests -------------------------------------------------------------------------------------
+
+def test_two_workers_share_one_study_without_duplicates_or_losses(pg, image_data, tmp_path):
+    data, cache = image_data
+    url = pg.create_database("two_workers")
+    space = write_space(tmp_path, data, batch=2)  # about 2 s a candidate: the workers overlap
+    args = ["search", "--space", str(space), "--trials", "6", "--storage", url, "--results", str(tmp_path / "res")]
+    procs = [worker(args, tmp_path, cache) for _ in range(2)]  # the same command, at the same time
+    results = [finish(p) for p in procs]
+    for rc, out, err in results:
+        assert rc == 0, f"worker failed ({rc}):\n{out}\n{err}"
+        assert "Traceback" not in err
+    ts = trials(url)
+    assert all(t.state.is_finished() for t in ts), "a trial was left RUNNING or WAITING"
+    assert not [t for t in ts if t.state == TrialState.FAIL]
+    done = trained(ts)
+    assert 6 <= len(done) <= 7, f"--trials 6 is a study-wide total ({len(done)} trained)"  # 7: both started the last
+    fingerprints = [t.user_attrs["fingerprint"] for t in done]
+    assert len(set(fingerprints)) == len(fingerprints), "two workers trained the same net"
+    for t in ts:
+        if t.user_attrs.get("status") == "duplicate":
+            assert t.user_attrs["duplicate_of"] in {d.number for d in done}
+    assert len({t.user_attrs["worker"] for t in done}) == 2, "both workers should have trained candidates"
+    for t in done:  # nothing finished is lost: record and weights
+        assert t.user_attrs["accuracies"] and (tmp_path / "res" / STUDY / t.user_attrs["weights"]).is_file()
+    pids = {str(p.pid) for p in procs}
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in ts if "worker" in t.user_attrs} <= pids
+
+
+def test_killed_worker_trial_fails_and_is_retrained_by_another(pg, image_data, tmp_path):
+    data, cache = image_data
+    url = pg.create_database("killed_worker")
+    space = write_space(tmp_path, data, batch=1)  # slow training (seconds): time to kill the worker in it
+    args = ["search", "--space", str(space), "--trials", "2", "--storage", url, "--results", str(tmp_path / "res")]
+    first = worker(args, tmp_path, cache)
+    victim = wait_for_training(url, first)
+    time.sleep(0.3)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    killed = next(t for t in trials(url) if t.number == victim.number)
+    assert killed.state == TrialState.RUNNING, "the trial ended before the kill: make the test's training slower"
+
+    second = worker(args, tmp_path, cache)
+    rc, out, err = finish(second)
+    assert rc == 0, f"second worker failed:\n{out}\n{err}"
+    ts = trials(url)
+    killed = next(t for t in ts if t.number == victim.number)
+    assert killed.state == TrialState.FAIL  # marked failed through the missing heartbeat
+    retries = [t for t in ts if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert retry.user_attrs["retry_of"] == victim.number
+    assert retry.user_attrs["worker"].endswith(f":{second.pid}")
+    # the net was trained to the end, by the retry itself or by a trial it then copied
+    done = trained(ts)
+    assert victim.params in [t.params for t in done]
+    assert all(t.state.is_finished() for t in ts)
+    assert len(done) == 2, "the killed trial must not count: the study still holds --trials trained candidates"
+
+
+def test_worker_rides_out_a_short_outage_and_stops_cleanly_on_a_long_one(pg, image_data, tmp_path):
+    data, cache = image_data
+    url = pg.create_database("outage")
+    space = write_space(tmp_path, data, batch=4)
+    args = ["search", "--space", str(space), "--trials", "1", "--storage", url, "--results", str(tmp_path / "res")]
+
+    # an outage while training: the worker retries its database calls, and finishes once it is back
+    proc = worker(args, tmp_path, cache, NAS_DB_RETRY_SECONDS="60")
+    wait_for_training(url, proc)
+    pg.stop()
+    try:
+        warning = _line_with(proc.stderr, "unreachable", timeout=60)  # its first call after training
+        time.sleep(1)
+    finally:
+        pg.start()
+    rc, out, err = finish(proc)
+    assert rc == 0, f"worker did not survive the outage:\n{out}\n{warning}{err}"
+    assert warning.startswith("warning: database postgresql://") and "retrying for up to 60 s" in warning
+    assert "Traceback" not in err
+
+    # a long one: after its retries the worker stops with one line; the same command resumes
+    args[args.index("--trials") + 1] = "2"
+    proc = worker(args, tmp_path, cache, NAS_DB_RETRY_SECONDS="2")
+    lost = wait_for_training(url, proc)
+    pg.stop()
+    try:
+        rc, out, err = finish(proc, timeout=60)
+    finally:
+        pg.start()
+    assert rc == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: lost the database connection to postgresql://") and last.endswith(
+        "check the server and rerun the same command to resume"), err
+    rc, out, err = finish(worker(args, tmp_path, cache))
+    assert rc == 0, f"{out}\n{err}"
+    ts = trials(url)
+    assert next(t for t in ts if t.number == lost.number).state == TrialState.FAIL
+    assert len(trained(ts)) == 2 and lost.params in [t.params for t in trained(ts)]
+
+
+def test_journal_file_shares_a_study_on_one_machine_and_sigterm_stops_cleanly(image_data, tmp_path):
+    """Optuna's journal file: no server. SIGTERM makes a worker finish its epoch, keep it, and stop."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    data, cache = image_data
+    space = write_space(tmp_path, data, batch=2)
+    journal = tmp_path / "studies.log"
+    args = ["search", "--space", str(space), "--trials", "5", "--storage", f"journal:{journal}",
+            "--results", str(tmp_path / "res")]
+    first, second = worker(args, tmp_path, cache), worker(args, tmp_path, cache)
+
+    def read():
+        try:
+            return optuna.load_study(study_name=STUDY, storage=JournalStorage(JournalFileBackend(str(journal)))).trials
+        except KeyError:
+            return []  # no study yet
+
+    deadline = time.monotonic() + 90
+    while not any(t.state == TrialState.RUNNING and t.user_attrs.get("trained")
+                  and t.user_attrs.get("worker", "").endswith(f":{first.pid}") for t in read()):
+        assert time.monotonic() < deadline and first.poll() is None, "first worker never trained"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGTERM)
+    rc, out, err = finish(first)
+    assert rc == 130 and "run the same command to resume" in err and "Traceback" not in err, (rc, out, err)
+    rc, out, err = finish(second)
+    assert rc == 0, f"{out}\n{err}"
+    ts = read()
+    assert all(t.state.is_finished() for t in ts)
+    mine = [t for t in ts if t.user_attrs.get("worker", "").endswith(f":{first.pid}") and t.user_attrs.get("trained")]
+    assert mine and all(t.state != TrialState.RUNNING for t in mine)
+    done = trained(ts)
+    assert 5 <= len(done) <= 6
+    fingerprints = [t.user_attrs["fingerprint"] for t in done]
+    assert len(set(fingerprints)) == len(fingerprints)
+
+
+def test_a_worker_whose_trial_was_taken_for_dead_carries_on(tmp_path):
+    """Its heartbeat lapsed (a stalled machine), so another worker failed its trial and queued it again:
+    the worker drops that trial and goes on; the queued copy is trained."""
+    from dataclasses import dataclass
+
+    from nas.search import SearchConfig, run
+    from nas.space import Space
+
+    @dataclass
+    class Result:
+        accuracies: list
+        seconds: float = 0.1
+        target_epoch: int | None = 1
+        status: str = "target_met"
+        message: str = ""
+
+    space = Space.from_dict({
+        "name": "toy", "task": {"dataset": "mnist", "target": 0.5, "max_epochs": 1, "constraints": {"classes": 2}},
+        "input": [1, 8, 8], "choices": {"w": [2, 4, 8]},
+        "blocks": {"f": [{"conv": {"out": "$w"}}, "relu", {"pwconv": {"out": 2}}, "gap"]}})
+    url = f"sqlite:///{tmp_path}/s.db"
+    calls = []
+
+    def train(model, data, config, on_epoch=None):
+        calls.append(next(model.parameters()).shape[0])
+        if len(calls) == 1:  # what fail_stale_trials does in another worker
+            study = optuna.load_study(study_name="toy", storage=url)
+            mine = next(t for t in study.get_trials() if t.state == TrialState.RUNNING)
+            study._storage.set_trial_state_values(mine._trial_id, TrialState.FAIL)
+            study.enqueue_trial(mine.params, user_attrs={"retry_of": mine.number})
+        on_epoch(1, 0.9)
+        return Result([0.9])
+
+    out = run(SearchConfig(space, storage=url, trials=2, results=tmp_path), data=object(), train_fn=train)
+    ts = optuna.load_study(study_name="toy", storage=url).trials
+    assert ts[0].state == TrialState.FAIL and out.trained == 2 and out.failed == 1
+    retry = next(t for t in ts if t.user_attrs.get("retry_of") == 0)
+    assert retry.state == TrialState.COMPLETE and retry.params == ts[0].params and calls[1] == calls[0]
