@@ -373,7 +373,7 @@ def report_cmd(study, storage, results, show_all) -> None:
     from . import report as reporting
     from . import study as studies
 
-    s = reporting.open_study(study, storage)
+    s = studies.load(study, storage)
     frame = reporting.trials_frame(s)
     paths = reporting.write(s, studies.study_dir(s.study_name, Path(results) if results else None), show_all, frame)
     click.echo(reporting.format_table(frame if show_all else reporting.without_rejected(frame)))

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from . import ops, registry
+from . import study as studies
 from .analysis import Analysis, analyse
 from .build import build
 from .constraints import Constraints
@@ -46,7 +47,7 @@ from .errors import NasError
 from .spec import Spec
 from .summary import format_checklist, format_table
 
-DEFAULT_STORAGE = "sqlite:///results/studies.db"
+DEFAULT_STORAGE = studies.DEFAULT_STORAGE
 UNTRAINED = "untrained: freshly initialised with torch.manual_seed(0)"
 
 
@@ -327,7 +328,7 @@ def from_study(study: str | None = None, storage: str = DEFAULT_STORAGE, trial: 
     study's constraints. A trial's weights path is relative to ``<results>/<study>/`` (``results``
     defaults to ``$NAS_RESULTS`` or ``results``); the study database's own folder is tried next.
     """
-    s = _load_study(study, storage)
+    s = studies.load(study, storage)
     constraints = Constraints.from_dict(s.user_attrs.get("constraints"))
     t = _best(s, constraints) if str(trial) == "best" else _numbered(s, _trial_number(trial))
     if "spec" not in t.user_attrs:
@@ -338,35 +339,6 @@ def from_study(study: str | None = None, storage: str = DEFAULT_STORAGE, trial: 
         spec = Spec(spec.input, spec.blocks, f"{s.study_name}_trial{t.number}", spec.notes)
     state = load_weights(_weights_path(s, t, _results_dirs(storage, results)))
     return Source(spec, state, constraints, _trial_meta(s, t, storage), f"{s.study_name}_trial{t.number}")
-
-
-def _load_study(name: str | None, storage: str):
-    import optuna
-
-    backend: Any = storage
-    if storage.startswith("sqlite:///") or storage.startswith("journal:"):
-        path = storage[len("sqlite:///"):] if storage.startswith("sqlite") else storage[len("journal:"):]
-        if path != ":memory:" and not Path(path).is_file():
-            # optuna would silently create an empty database here
-            raise NasError(f"no study database at {path}; run `nas search` first, or pass --storage URL")
-        if storage.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-            backend = JournalStorage(JournalFileBackend(path))
-    try:
-        names = optuna.get_all_study_names(backend)
-    except Exception as err:  # SQLAlchemy raises many kinds; the user needs one line
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise NasError(f"cannot open study storage {storage}: {first}; check --storage") from None
-    if name is None:
-        if len(names) != 1:
-            listed = ", ".join(names) if names else "none; run `nas search` first"
-            raise NasError(f"{storage} holds {len(names)} studies, name one with --study (studies: {listed})")
-        name = names[0]
-    if name not in names:
-        raise NasError(f"unknown study {name!r} in {storage} (studies: {', '.join(names) or 'none'}); "
-                       "check --study or --storage")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=backend)
 
 
 def _trial_number(trial: int | str) -> int:

@@ -212,8 +212,9 @@ def summary(study: optuna.Study, df: pd.DataFrame | None = None) -> list[str]:
 
 
 def _trained(df: pd.DataFrame) -> pd.DataFrame:
-    """Trials with a learning curve of their own (duplicates only point at another trial's)."""
-    return df[df.trained & df.best_acc.notna() & (df.status != "duplicate")]
+    """Trials with a learning curve of their own: not duplicates (they point at another trial's)
+    and not failed ones (a killed worker's trial is retried; the retry carries the curve)."""
+    return df[df.trained & df.best_acc.notna() & ~df.status.isin(["duplicate", "fail", "interrupted"])]
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -245,15 +246,6 @@ def _markdown_report(study: optuna.Study, df: pd.DataFrame, include_rejected: bo
     if omitted:
         text += f"{omitted} rejected candidates are left out here; `trials.csv` lists every trial.\n\n"
     return text + (markdown(shown) if len(shown) else "(no trials)") + "\n"
-
-
-def open_study(name: str | None, url: str | None) -> optuna.Study:
-    """The study to report on; a missing database file is an error, not an empty new database."""
-    url = url or studies.DEFAULT_STORAGE
-    for prefix in ("sqlite:///", "journal:"):
-        if url.startswith(prefix) and not Path(url[len(prefix):]).is_file():
-            raise NasError(f"no study database at {url[len(prefix):]}; run `nas search` first, or pass --storage URL")
-    return studies.load(name, url)
 
 
 # -- plots -------------------------------------------------------------------------------------

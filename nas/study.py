@@ -282,7 +282,14 @@ def study_dir(study_name: str, results: Path | None = None) -> Path:
 
 
 def load(study_name: str | None, url: str | None = None) -> optuna.Study:
-    """An existing study; ``study_name`` may be None when the storage holds exactly one."""
+    """An existing study; ``study_name`` may be None when the storage holds exactly one.
+
+    A missing database file is an error here: Optuna would silently create an empty one.
+    """
+    url = url or DEFAULT_STORAGE
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix) and not Path(url[len(prefix):]).is_file():
+            raise NasError(f"no study database at {url[len(prefix):]}; run `nas search` first, or pass --storage URL")
     store = storage(url, heartbeat=False)
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
     if study_name is None:

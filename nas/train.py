@@ -60,11 +60,6 @@ class TrainConfig:
     rotate: float = 7.0  # degrees, "shift" policy (0 turns the rotation off)
     crop_padding: int = 4  # pixels, "crop_flip" policy
     cutout: int = 0  # side of a square zeroed at a random place, "crop_flip" policy (0: off)
-    # Train on the top-left train_crop x train_crop window of each (augmented) image and test at
-    # full size (0: off). Worth it for nets whose pools floor away the bottom/right border anyway:
-    # seed 001's last pool takes 7x7 to 3x3, so at 28x28 its kept features sit on the top-left
-    # 24x24, and training at 24x24 keeps that geometry for 27% less compute.
-    train_crop: int = 0
     channels_last: bool = True
     bf16: bool = False
     compile: bool = False
@@ -360,8 +355,6 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
                 x = data.x_train[idx].float()  # augment on raw values: fills are then black, as in the data
                 if config.augment:
                     x = augment_batch(x, config, gen)
-                if config.train_crop:
-                    x = x[..., :config.train_crop, :config.train_crop]
                 x = norm(x)
                 with _autocast(device, config.bf16):
                     out = net(x)

@@ -12,6 +12,7 @@ from optuna.trial import TrialState, create_trial
 from PIL import Image
 
 from nas import report
+from nas import study as studies
 from nas.cli import main
 from nas.errors import NasError
 from nas.search import SearchConfig, run
@@ -235,4 +236,4 @@ def test_open_study_needs_a_name_when_the_storage_holds_several(tmp_path):
     for name in ("a", "b"):
         optuna.create_study(study_name=name, storage=url)
     with pytest.raises(NasError, match=r"holds 2 studies \(a, b\); pick one with --study"):
-        report.open_study(None, url)
+        studies.load(None, url)
