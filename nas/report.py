@@ -30,7 +30,6 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from . import study as studies
 from .errors import NasError
 
 COLUMNS = ["trial", "design", "status", "params", "rf", "macs", "epochs", "best_acc", "final_acc",

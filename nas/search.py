@@ -157,7 +157,7 @@ def open_study(cfg: SearchConfig) -> optuna.Study:
     space, task = cfg.space, cfg.space.task
     sampler = Sampler(seed=cfg.seed, n_startup_trials=8)
     study = optuna.create_study(study_name=cfg.name, storage=studies.storage(cfg.storage), direction="maximize",
-                                sampler=sampler, pruner=TargetPruner(task.target, task.max_epochs),
+                                sampler=sampler, pruner=TargetPruner(task.target, train_config(cfg).epochs),
                                 load_if_exists=True)
     if study.user_attrs.get("space", space.name) != space.name:
         raise NasError(f"study {cfg.name!r} was made for space {study.user_attrs['space']!r}, not {space.name!r}; "
@@ -339,8 +339,13 @@ def train_config(cfg: SearchConfig):
     task = cfg.space.task
     options = {**cfg.space.train, **cfg.train_options}
     options.setdefault("progress", sys.stderr.isatty())  # no progress bar in logs and pipes
+    # A space may fix a schedule shorter than the task's epoch budget (train: {epochs: 6}).
+    epochs = options.pop("epochs", task.max_epochs)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= task.max_epochs:
+        raise NasError(f"{cfg.space.source}: train.epochs must be a whole number from 1 to task.max_epochs "
+                       f"({task.max_epochs}), got {epochs!r}")
     try:
-        return TrainConfig(epochs=task.max_epochs, target=task.target, seed=cfg.seed,
+        return TrainConfig(epochs=epochs, target=task.target, seed=cfg.seed,
                            stop_at_target=not cfg.finish, device=cfg.device, **options)
     except TypeError as err:
         raise NasError(f"{cfg.space.source}: bad trainer setting under 'train:' ({err}); "

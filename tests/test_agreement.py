@@ -1,6 +1,6 @@
 """The analysis and the built module agree: parameter counts and every output shape."""
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nas import registry
@@ -95,7 +95,6 @@ def test_random_specs_agree():
 
 def assert_torch_rejects(spec: Spec) -> None:
     """Build layer by layer with the shapes torch itself reports; it must fail somewhere."""
-    from torch import nn
     from nas import ops
     from nas.spec import primitives
     x = torch.zeros(1, *spec.input)

@@ -1,7 +1,6 @@
 """Reports: the trials table read back from the attributes the search wrote, the files, the CLI."""
 import csv
 import math
-from dataclasses import dataclass
 
 import optuna
 import pandas as pd
@@ -17,41 +16,11 @@ from nas.cli import main
 from nas.errors import NasError
 from nas.search import SearchConfig, run
 from nas.space import Space
+from toys import SPACE, FakeTrainer
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SPACE = {
-    "name": "toy",
-    "task": {"dataset": "mnist", "target": 0.95, "max_epochs": 4,
-             "constraints": {"max_params": 300, "classes": 4}},
-    "input": [1, 12, 12],
-    "choices": {"w": [2, 4, 8, 16], "k": [3, 5], "pool": ["maxpool", "avgpool"]},
-    "blocks": {"f": [{"conv": {"out": "$w", "kernel": "$k"}}, "relu", "$pool", {"pwconv": {"out": 4}}, "gap"]},
-    "points": {"small_one": {"w": 2, "k": 3, "pool": "maxpool"}},
-}
 PNGS = ("accuracy_vs_params", "learning_curves", "history")
-
-
-@dataclass
-class FakeResult:
-    accuracies: list
-    seconds: float
-    target_epoch: int | None
-    status: str
-    message: str = ""
-
-
-def fake_train(model, data, config, on_epoch=None):
-    """As tests/test_search.py's FakeTrainer: the wider the first conv, the better the curve."""
-    width = next(model.parameters()).shape[0]
-    curve = {2: [0.3, 0.31, 0.32, 0.33], 4: [0.7, 0.9, 0.93, 0.94]}.get(width, [0.8, 0.9, 0.96, 0.97])
-    accs, target_epoch = [], None
-    for epoch, acc in enumerate(curve, start=1):
-        accs.append(acc)
-        target_epoch = target_epoch or (epoch if acc >= config.target else None)
-        if (on_epoch and on_epoch(epoch, acc)) or (target_epoch and config.stop_at_target):
-            break
-    return FakeResult(accs, 0.5 * len(accs), target_epoch, "target_met" if target_epoch else "complete")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +29,7 @@ def searched(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
     cfg = SearchConfig(Space.from_dict(SPACE), storage=f"sqlite:///{tmp}/s.db", results=tmp, trials=8,
                        enqueue=("small_one",))
-    run(cfg, data=object(), train_fn=fake_train)
+    run(cfg, data=object(), train_fn=FakeTrainer())
     return optuna.load_study(study_name="toy", storage=cfg.storage), cfg.storage, tmp
 
 
