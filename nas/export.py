@@ -405,6 +405,10 @@ def _trial_meta(s, t, storage: str) -> dict[str, Any]:
             else s.user_attrs["target"]
     if "meets_target" in t.user_attrs:
         meta["meets target"] = "yes" if t.user_attrs["meets_target"] else "no"
+    norm = s.user_attrs.get("input_norm")
+    if norm:
+        meta["input"] = (f"{s.user_attrs.get('dataset', 'dataset')} images scaled to 0..1, then normalised "
+                         f"per channel with mean {norm['mean']} and std {norm['std']}")
     return meta
 
 

@@ -407,6 +407,8 @@ def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial
     _check_data(cfg, data)
     studies.writable(studies.study_dir(cfg.name, cfg.results) / "weights")
     study = open_study(cfg)
+    if hasattr(data, "mean"):  # an exported model needs its inputs prepared the same way
+        study.set_user_attr("input_norm", {"mean": list(data.mean), "std": list(data.std)})
     for params, design in fixed:
         study.enqueue_trial(params, user_attrs={"design": design}, skip_if_exists=True)
     outcome = Outcome(study)
