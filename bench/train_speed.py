@@ -181,7 +181,11 @@ def markdown(report: dict) -> str:
               f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
               f"torch {report['machine']['torch']} ({report['machine']['torch_threads']} threads), "
               f"CUDA {'yes' if report['machine']['cuda'] else 'no'}; load average at start "
-              f"{', '.join('%.2f' % v for v in report['machine']['loadavg_at_start'])}", ""]
+              f"{', '.join('%.2f' % v for v in report['machine']['loadavg_at_start'])}"
+              + (f", after the reference {', '.join('%.2f' % v for v in report['machine']['loadavg_after_reference'])}"
+                 if "loadavg_after_reference" in report["machine"] else "")
+              + f", at the end {', '.join('%.2f' % v for v in report['machine']['loadavg_at_end'])} "
+              "(1, 5 and 15-minute averages; 2 means both cores busy)", ""]
     ref, nas = s.get("reference"), s.get("nas")
     fmt_s = lambda v: "n/a" if v is None else f"{v:.1f} s"
     rows = [("seconds per epoch (median, test included)",
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     ref = None
     if args.skip != "reference":
         ref = reference(args.design, args.data_dir, args.ref_epochs, 0, args.ref_step_size, progress)
+        report["machine"]["loadavg_after_reference"] = os.getloadavg()
     runs = []
     if args.skip != "nas":
         from nas.train import TrainConfig

@@ -192,12 +192,16 @@ def _search_options(f):
     return f
 
 
-def _run_search(cfg) -> None:
+def _quiet_optuna() -> None:
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed instead
+
+
+def _run_search(cfg) -> None:
     from .search import describe, run
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed below instead
+    _quiet_optuna()
     outcome = run(cfg, on_trial=_print_trial)
     for line in describe(outcome, cfg):
         click.echo(line)
@@ -269,6 +273,7 @@ def reproduce(design, space_name, study, storage, results, data_dir, device, see
     from .space import Space
 
     space = Space.load(space_name) if space_name else _space_holding(design)
+    _quiet_optuna()
     cfg = SearchConfig(space, study, _storage(storage, results), 0, None, seed, finish, (design,),
                        data_dir=data_dir, device=device, train_limit=train_limit, **_results(results))
     cfg.trials = counts(open_study(cfg))["trained"] + 1

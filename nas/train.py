@@ -2,8 +2,14 @@
 
 Every search trial trains a net, so this loop is built for speed on a small CPU as much as on a
 GPU: no DataLoader and no per-sample Python; uint8 images are indexed, augmented and normalised a
-batch at a time on the training device; the model runs channels-last; evaluation uses
-``inference_mode`` with large batches. A fixed seed repeats a CPU run exactly.
+batch at a time on the training device; the model runs channels-last; the learning rate rises and
+falls once (one cycle) over a schedule fixed in advance; before each test, BatchNorm statistics are
+re-measured on clean training images with dropout off (see :func:`recalibrate_bn`); the test runs
+under ``inference_mode``. A fixed seed repeats a CPU run exactly (same thread count).
+
+On a 2-core CPU most of a small net's step is memory traffic, not arithmetic: the measured wins
+were channels-last (about 1.6x over NCHW), keeping glibc from unmapping freed activations
+(about 15%), and small evaluation batches (3x faster than 2000-image ones).
 
 >>> import torch
 >>> from torch import nn
@@ -43,8 +49,8 @@ class TrainConfig:
     """
 
     epochs: int = 6
-    batch_size: int = 256
-    lr: float = 0.2  # peak learning rate of the one-cycle schedule
+    batch_size: int = 128
+    lr: float = 0.1  # peak learning rate of the one-cycle schedule
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
@@ -63,8 +69,10 @@ class TrainConfig:
     channels_last: bool = True
     bf16: bool = False
     compile: bool = False
-    bn_recalibrate: int = 0  # before each test, re-estimate BatchNorm statistics on this many clean training images
-    eval_batch_size: int = 2000
+    ema: float = 0.0  # decay of an average of the weights that is tested and kept (0: off)
+    bn_recalibrate: int = 10000  # before each test, re-estimate BatchNorm statistics on this many clean training images
+    # Large eval batches are slower on a CPU: their activations outgrow the cache and glibc's heap.
+    eval_batch_size: int | None = None  # None: the training batch size
     progress: bool = True
 
 
@@ -218,6 +226,39 @@ class NesterovSGD:
         torch._foreach_add_(params, grads, alpha=-lr)
 
 
+class WeightAverage:
+    """An exponential moving average of the weights, tested in place of the weights themselves.
+
+    The decay ramps up from 0 (``(1 + step) / (10 + step)``) so early averages do not drag in the
+    random initial weights. BatchNorm statistics are not averaged: recalibrate them for the average.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1 - d)
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        with torch.no_grad():
+            current = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_(self.params, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, current)
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        torch._foreach_copy_(self.params, self.average)
+
+
 def _lr_at(step: int, total: int, config: TrainConfig) -> float:
     """One cycle: linear rise to the peak over ``warmup`` of the steps, then linear fall to zero."""
     rise = max(1, round(total * config.warmup))
@@ -339,6 +380,8 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
     if steps_per_epoch == 0:
         raise NasError(f"the training set has {n} images, fewer than one batch of {bs}: lower --batch-size")
     total = steps_per_epoch * config.epochs
+    eval_bs = config.eval_batch_size or bs
+    ema = WeightAverage(model, config.ema) if config.ema else None
     result = TrainResult()
     check_every = 1 if device.type == "cpu" else 25  # each check waits for the GPU
     started = time.perf_counter()
@@ -362,6 +405,8 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step(_lr_at(step, total, config))
+                if ema is not None:
+                    ema.update(step)
                 losses[i] = loss.detach()
                 if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
                     bad = _first_nonfinite(losses[:i + 1])
@@ -373,9 +418,10 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
                 bar.update(1)
                 if bar.enabled and (i % 20 == 0):
                     bar.set_postfix_str(f"epoch {epoch} loss {loss.item():.3f}")
-            if config.bn_recalibrate:
-                recalibrate_bn(net, data.x_train[recal_idx], norm, config.eval_batch_size, config.bf16)
-            accuracy = evaluate(net, data.x_test, data.y_test, norm, config.eval_batch_size, config.bf16)
+            with ema.swapped_in() if ema is not None else contextlib.nullcontext():
+                if config.bn_recalibrate:
+                    recalibrate_bn(net, data.x_train[recal_idx], norm, eval_bs, config.bf16)
+                accuracy = evaluate(net, data.x_test, data.y_test, norm, eval_bs, config.bf16)
             result.accuracies.append(accuracy)
             result.losses.append(losses.mean().item())
             result.epoch_seconds.append(time.perf_counter() - t0)
@@ -392,6 +438,8 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
                 break
     finally:
         bar.close()
+    if ema is not None and result.accuracies:
+        ema.copy_to_model()  # the weights the last test measured (their BatchNorm statistics too)
     if result.status == "complete":
         result.message = f"{config.epochs} epochs, final test accuracy {result.final_accuracy:.4f}"
     return _finish(result, started, bar)

@@ -194,6 +194,30 @@ def test_bn_recalibration_does_not_change_training():
     assert a.losses == b.losses
 
 
+@pytest.mark.parametrize("options", [{}, {"ema": 0.9, "bn_recalibrate": 200}])
+def test_the_trained_model_scores_the_last_reported_accuracy(options):
+    d, net = blobs(classes=3), small_net(classes=3)
+    r = T.train(net, d, quick(**options))
+    norm = T._Normalise(d, torch.device("cpu"), channels_last=True)
+    assert T.evaluate(net, d.x_test, d.y_test, norm) == r.accuracies[-1]
+
+
+def test_weight_average_follows_the_weights():
+    lin = nn.Linear(2, 1, bias=False)
+    avg = T.WeightAverage(lin, decay=0.5)
+    with torch.no_grad():
+        start = lin.weight.clone()
+        lin.weight.add_(1.0)
+    for step in range(100):
+        avg.update(step)
+    assert torch.allclose(avg.average[0], start + 1.0, atol=1e-6)
+    with torch.no_grad():
+        lin.weight.add_(1.0)
+    with avg.swapped_in():
+        assert torch.allclose(lin.weight, start + 1.0)
+    assert torch.allclose(lin.weight, start + 2.0)
+
+
 def test_pick_device():
     assert T.pick_device("cpu").type == "cpu"
     assert T.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -249,8 +273,8 @@ def test_cli_train_prints_epochs_target_and_time(tmp_path, monkeypatch):
     real_mnist(tmp_path)  # decoded into tmp_path/cache, which the command then reads
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
     out = CliRunner().invoke(main, ["train", "seed001", "--data-dir", str(DATA), "--epochs", "1",
-                                    "--train-limit", "1000", "--target", "0.5", "--device", "cpu",
+                                    "--train-limit", "1000", "--batch-size", "32", "--target", "0.2", "--device", "cpu",
                                     "--save", str(tmp_path / "w.pt")])
     assert out.exit_code == 0, out.output
-    assert "epoch   1: test accuracy" in out.output and "target 0.5: first met at epoch 1" in out.output
+    assert "epoch   1: test accuracy" in out.output and "target 0.2: first met at epoch 1" in out.output
     assert "s in all" in out.output and (tmp_path / "w.pt").is_file()
