@@ -355,6 +355,7 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
     reaches it is recorded, and ``stop_at_target`` ends the run there (status ``"target_met"``).
     A non-finite loss ends the run with status ``"nan"``. Ctrl-C propagates.
     """
+    started = time.perf_counter()
     config = config or TrainConfig()
     device = pick_device(config.device)
     if device.type == "cpu":
@@ -378,46 +379,20 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
     recal_idx = torch.randperm(n, generator=recal_gen, device=device)[:config.bn_recalibrate]
     steps_per_epoch = n // bs  # drop the ragged last batch: it would only add a noisy small step
     if steps_per_epoch == 0:
-        raise NasError(f"the training set has {n} images, fewer than one batch of {bs}: lower --batch-size")
+        raise NasError(f"the training set of {data.name} is empty: check the dataset folder (train/<class>/)")
     total = steps_per_epoch * config.epochs
     eval_bs = config.eval_batch_size or bs
     ema = WeightAverage(model, config.ema) if config.ema else None
     result = TrainResult()
-    check_every = 1 if device.type == "cpu" else 25  # each check waits for the GPU
-    started = time.perf_counter()
     bar = _progress(total, config.progress)
+    steps = _Steps(net, optimizer, ema, data, norm, config, gen, bs, total, bar)
     try:
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
-            model.train()
-            perm = torch.randperm(n, generator=gen, device=device)
-            losses = torch.zeros(steps_per_epoch, device=device)
-            for i in range(steps_per_epoch):
-                step = (epoch - 1) * steps_per_epoch + i
-                idx = perm[i * bs:(i + 1) * bs]
-                x = data.x_train[idx].float()  # augment on raw values: fills are then black, as in the data
-                if config.augment:
-                    x = augment_batch(x, config, gen)
-                x = norm(x)
-                with _autocast(device, config.bf16):
-                    out = net(x)
-                loss = F.cross_entropy(out.float(), data.y_train[idx], label_smoothing=config.label_smoothing)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step(_lr_at(step, total, config))
-                if ema is not None:
-                    ema.update(step)
-                losses[i] = loss.detach()
-                if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
-                    bad = _first_nonfinite(losses[:i + 1])
-                    if bad is not None:
-                        result.status = "nan"
-                        result.message = (f"loss became {'NaN' if losses[bad].isnan() else 'infinite'} at epoch "
-                                          f"{epoch} batch {bad + 1}: lower the learning rate (--lr)")
-                        return _finish(result, started, bar)
-                bar.update(1)
-                if bar.enabled and (i % 20 == 0):
-                    bar.set_postfix_str(f"epoch {epoch} loss {loss.item():.3f}")
+            losses = steps.run_epoch(epoch, steps_per_epoch, config.augment)
+            if steps.message:
+                result.status, result.message = "nan", steps.message
+                break
             with ema.swapped_in() if ema is not None else contextlib.nullcontext():
                 if config.bn_recalibrate:
                     recalibrate_bn(net, data.x_train[recal_idx], norm, eval_bs, config.bf16)
@@ -426,13 +401,15 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
             result.losses.append(losses.mean().item())
             result.epoch_seconds.append(time.perf_counter() - t0)
             bar.set_postfix_str(f"epoch {epoch} test {accuracy:.4f}")
-            if config.target is not None and accuracy >= config.target and result.target_epoch is None:
+            met = config.target is not None and accuracy >= config.target and result.target_epoch is None
+            if met:
                 result.target_epoch = epoch
-                if config.stop_at_target:
-                    result.status = "target_met"
-                    result.message = f"reached {accuracy:.4f} >= target {config.target} at epoch {epoch}"
-                    break
-            if on_epoch is not None and on_epoch(epoch, accuracy):
+            caller_stops = on_epoch is not None and on_epoch(epoch, accuracy)
+            if met and config.stop_at_target:
+                result.status = "target_met"
+                result.message = f"reached {accuracy:.4f} >= target {config.target} at epoch {epoch}"
+                break
+            if caller_stops:
                 result.status = "stopped"
                 result.message = f"stopped by the caller after epoch {epoch} ({accuracy:.4f})"
                 break
@@ -442,18 +419,56 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
         ema.copy_to_model()  # the weights the last test measured (their BatchNorm statistics too)
     if result.status == "complete":
         result.message = f"{config.epochs} epochs, final test accuracy {result.final_accuracy:.4f}"
-    return _finish(result, started, bar)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class _Steps:
+    """One epoch of optimisation steps; sets ``message`` and stops when the loss stops being finite."""
+
+    def __init__(self, net, optimizer, ema, data, norm, config, gen, bs, total, bar):
+        self.net, self.optimizer, self.ema, self.data, self.norm = net, optimizer, ema, data, norm
+        self.config, self.gen, self.bs, self.total, self.bar = config, gen, bs, total, bar
+        self.message = ""
+
+    def run_epoch(self, epoch: int, steps: int, augment: bool) -> Tensor:
+        cfg, data, device = self.config, self.data, self.data.device
+        # Each check waits for the device; on a CPU that is free, on a GPU it stalls the queue.
+        check_every = 1 if device.type == "cpu" else 25
+        self.net.train()
+        perm = torch.randperm(len(data.y_train), generator=self.gen, device=device)
+        losses = torch.zeros(steps, device=device)
+        for i in range(steps):
+            idx = perm[i * self.bs:(i + 1) * self.bs]
+            x = data.x_train[idx].float()  # augment raw values, so fills are black as in the data
+            if augment:
+                x = augment_batch(x, cfg, self.gen)
+            with _autocast(device, cfg.bf16):
+                out = self.net(self.norm(x))
+            loss = F.cross_entropy(out.float(), data.y_train[idx], label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad()
+            loss.backward()
+            step = (epoch - 1) * steps + i
+            self.optimizer.step(_lr_at(step, self.total, cfg))
+            if self.ema is not None:
+                self.ema.update(step)
+            losses[i] = loss.detach()
+            if (i + 1) % check_every == 0 or i + 1 == steps:
+                bad = _first_nonfinite(losses[max(0, i + 1 - check_every):i + 1])
+                if bad is not None:
+                    batch = max(0, i + 1 - check_every) + bad + 1
+                    kind = "NaN" if losses[batch - 1].isnan() else "infinite"
+                    self.message = f"loss became {kind} at epoch {epoch} batch {batch}: lower the learning rate (--lr)"
+                    return losses
+            self.bar.update(1)
+            if self.bar.enabled and i % 20 == 0:
+                self.bar.set_postfix_str(f"epoch {epoch} loss {loss.item():.3f}")
+        return losses
 
 
 def _first_nonfinite(losses: Tensor) -> int | None:
     bad = ~torch.isfinite(losses)
     return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
-
-
-def _finish(result: TrainResult, started: float, bar) -> TrainResult:
-    bar.close()
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 class _NoBar:

@@ -268,13 +268,27 @@ def test_smoke_small_net_on_a_few_thousand_real_mnist_images(tmp_path):
     assert r.status == "complete" and r.accuracies[0] > 0.90, r.accuracies
 
 
-@pytest.mark.slow
 def test_cli_train_prints_epochs_target_and_time(tmp_path, monkeypatch):
-    real_mnist(tmp_path)  # decoded into tmp_path/cache, which the command then reads
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, shade in (("dark", 40), ("light", 200)):
+            (tmp_path / "shades" / split / c).mkdir(parents=True)
+            for i in range(24):
+                Image.new("L", (8, 8), shade + i).save(tmp_path / "shades" / split / c / f"{i}.png")
+    (tmp_path / "tiny.yaml").write_text(
+        "input: [1, 8, 8]\nlayers: [{conv: {out: 4, padding: 1}}, relu, bn, gap, flatten, {linear: {out: 2}}]\n")
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    out = CliRunner().invoke(main, ["train", "seed001", "--data-dir", str(DATA), "--epochs", "1",
-                                    "--train-limit", "1000", "--batch-size", "32", "--target", "0.2", "--device", "cpu",
-                                    "--save", str(tmp_path / "w.pt")])
+    out = CliRunner().invoke(main, ["train", str(tmp_path / "tiny.yaml"), "--dataset", str(tmp_path / "shades"),
+                                    "--epochs", "3", "--batch-size", "8", "--lr", "0.2", "--target", "0.9",
+                                    "--device", "cpu", "--save", str(tmp_path / "w.pt")])
     assert out.exit_code == 0, out.output
-    assert "epoch   1: test accuracy" in out.output and "target 0.2: first met at epoch 1" in out.output
-    assert "s in all" in out.output and (tmp_path / "w.pt").is_file()
+    assert "epoch   1: test accuracy" in out.output and "epoch   3: test accuracy" in out.output
+    assert "target 0.9: first met at epoch" in out.output and "s in all" in out.output
+    assert (tmp_path / "w.pt").is_file()
+
+
+def test_cli_train_needs_a_dataset_for_unusual_inputs(tmp_path):
+    (tmp_path / "odd.yaml").write_text("input: [2, 9, 9]\nlayers: [gap, flatten]\n")
+    out = CliRunner().invoke(main, ["train", str(tmp_path / "odd.yaml")])
+    assert out.exit_code == 2 and "pass --dataset" in out.output
