@@ -357,10 +357,13 @@ def train_cmd(design, dataset, data_dir, epochs, target, stop_at_target, device,
 
 
 def _dataset_for(shape) -> str:
-    by_shape = {(1, 28, 28): "mnist", (3, 32, 32): "cifar10"}
-    if tuple(shape) not in by_shape:
+    """The first known dataset of that input shape (mnist before fashion_mnist)."""
+    from .data import DATASETS
+
+    name = next((info.name for info in DATASETS.values() if info.shape == tuple(shape)), None)
+    if name is None:
         raise NasError(f"no default dataset for input {list(shape)}: pass --dataset NAME or an image folder path")
-    return by_shape[tuple(shape)]
+    return name
 
 
 @main.command("report")

@@ -322,8 +322,8 @@ class Objective:
 
     @staticmethod
     def _requeue(trial: optuna.Trial) -> None:
-        design = {"design": trial.user_attrs["design"]} if "design" in trial.user_attrs else None
-        trial.study.enqueue_trial(trial.params, user_attrs=design, skip_if_exists=False)
+        trial.study.enqueue_trial(trial.params, user_attrs=studies.carried(trial.user_attrs) or None,
+                                  skip_if_exists=False)
 
     def _save(self, number: int, model: torch.nn.Module) -> str:
         self.weights_dir.mkdir(parents=True, exist_ok=True)

@@ -117,12 +117,17 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
+def carried(user_attrs: dict) -> dict:
+    """What a re-queued trial keeps of the one it repeats: the documented design it was enqueued as."""
+    return {k: v for k, v in user_attrs.items() if k == "design"}
+
+
 class _RetryStale(RetryHeartbeatStaleTrialCallback):
     """Re-queue a dead worker's trial with the same params, keeping none of its partial results."""
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        keep = {k: v for k, v in trial.user_attrs.items() if k == "design"}
-        trial.user_attrs = {**keep, "retry_of": trial.number}  # a deep copy: the failed trial keeps its own
+        # ``trial`` is a deep copy: the failed trial keeps its own attributes.
+        trial.user_attrs = {**carried(trial.user_attrs), "retry_of": trial.number}
         super().__call__(study, trial)
 
 
