@@ -54,6 +54,28 @@ def _constraint_options(f):
     return f
 
 
+def _results_option(f):
+    return click.option("--results", envvar="NAS_RESULTS", type=click.Path(file_okay=False),
+                        help="Folder for studies.db and RESULTS/<study>/ (weights, specs, reports) "
+                        "[default: runs; env NAS_RESULTS]. The shipped examples are in results.")(f)
+
+
+def _data_options(f):
+    f = click.option("--data-dir", envvar="NAS_DATA_DIR", type=click.Path(file_okay=False),
+                     help="Local copy of the dataset (torchvision layout or image folder) [env NAS_DATA_DIR].")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
+    f = click.option("--train-limit", type=click.IntRange(1), help="Train on this many random training images (quick looks).")(f)
+    return f
+
+
+def _confirm_options(f):
+    f = click.option("--confirm", "confirm_top", default=3, show_default=True, type=click.IntRange(0),
+                     help="Confirm this many designs at the end: the cheapest on the validation front that reached "
+                     "the target, retrained on all training images over --seeds seeds and tested once (0: skip).")(f)
+    f = click.option("--seeds", type=click.IntRange(1, 20), help="Confirmation seeds [default: the task's, 3].")(f)
+    return f
+
+
 def _constraints(max_params, min_rf, max_rf, max_macs, require, fc) -> Constraints:
     return Constraints.from_dict({"max_params": max_params, "min_rf": min_rf, "max_rf": max_rf,
                                   "max_macs": max_macs, "require": require, "fc": fc})
@@ -110,10 +132,10 @@ def check(design, **limits) -> None:
 @main.command("export")
 @click.argument("design", required=False)
 @click.option("--study", help="Study to export a trial from (needed when the storage holds several).")
-@click.option("--storage", default="sqlite:///results/studies.db", show_default=True, help="Optuna storage URL.")
-@click.option("--results", type=click.Path(file_okay=False), help="Results folder of the study [default: $NAS_RESULTS or results].")
+@click.option("--storage", help="Optuna storage URL [default: sqlite:///RESULTS/studies.db].")
+@_results_option
 @click.option("--trial", default="best", show_default=True, metavar="N|best",
-              help="Trial number, or the best trial that meets the study's constraints.")
+              help="A search trial's number, or the study's best design: the cheapest confirmed to meet the target.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="state_dict .pt for DESIGN (e.g. from nas reproduce).")
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder [default: export/NAME].")
 @_constraint_options
@@ -136,7 +158,7 @@ def export(design, study, storage, results, trial, weights, out, **limits) -> No
     elif weights:
         raise NasError("--weights needs a DESIGN to load them into, e.g. nas export seed001 --weights FILE")
     else:
-        src = exporting.from_study(study, storage, trial, results)
+        src = exporting.from_study(study, _storage(storage, results), trial, results)
     folder = exporting.export(src.spec, Path(out or Path("export") / src.name), src.state_dict, src.constraints, src.meta)
     click.echo(f"wrote {folder}/model.py, weights.pt, spec.yaml ({src.meta.get('weights', exporting.UNTRAINED)})")
 
@@ -146,22 +168,29 @@ def list_spaces() -> None:
     """List the search spaces (files in search_spaces/)."""
     from .space import Space
 
-    for name in registry.spaces():
+    names = registry.spaces()
+    width = max((len(name) for name in names), default=0) + 1
+    for name in names:
         space = Space.load(name)
         task = space.task
-        click.echo(f"{name:<16} {space.size:>8,} points  {task.dataset:<8} target {task.target:.2%} "
+        click.echo(f"{name:<{width}} {space.size:>8,} points  {task.dataset:<8} target {task.target:.2%} "
                    f"in {task.max_epochs} epochs  points: {', '.join(space.points) or '-'}")
 
 
 @main.command("space")
 @click.argument("name")
-@click.option("--exact-limit", default=20_000, show_default=True, help="Enumerate spaces up to this size; sample larger ones.")
-@click.option("--samples", default=4_000, show_default=True, help="Random points to check when sampling.")
+@click.option("--exact-limit", type=click.IntRange(0), default=20_000, show_default=True,
+              help="Enumerate spaces up to this size; sample larger ones.")
+@click.option("--samples", type=click.IntRange(1), default=4_000, show_default=True,
+              help="Random points to check when sampling.")
+@click.option("--search", "search_budget", type=click.IntRange(0), default=2_000, show_default=True,
+              help="Points a greedy walk may check for a feasible one when no sample is feasible.")
 @click.option("--seed", default=0, show_default=True)
-def space_cmd(name, exact_limit, samples, seed) -> None:
+def space_cmd(name, exact_limit, samples, search_budget, seed) -> None:
     """Check space NAME before any training: size, feasible candidates, params and RF ranges.
 
-    Exits 1 when no candidate meets every constraint, with a hint on what to change.
+    Exits 1 when no candidate meeting every constraint was found, with a hint on what to change
+    (a sampled space is not proven infeasible; the output says what came closest).
     """
     from .feasibility import feasibility
     from .space import Space
@@ -170,10 +199,10 @@ def space_cmd(name, exact_limit, samples, seed) -> None:
     click.echo(f"{space.name}: {space.description}" if space.description else space.name)
     click.echo(f"task: {space.task.dataset}, target {space.task.target:.2%} within {space.task.max_epochs} epochs; "
                + (", ".join(space.task.constraints.names()) or "no constraints"))
-    f = feasibility(space, exact_limit=exact_limit, samples=samples, seed=seed)
+    f = feasibility(space, exact_limit=exact_limit, samples=samples, seed=seed, search=search_budget)
     for line in f.lines():
         click.echo(line)
-    if not f.feasible:
+    if not f.any_feasible:
         sys.exit(1)
 
 
@@ -181,14 +210,11 @@ def _search_options(f):
     f = click.option("--study", help="Study name [default: the space's name].")(f)
     f = click.option("--storage", help="Optuna storage URL: sqlite:///..., postgresql://..., journal:PATH "
                      "[default: sqlite:///RESULTS/studies.db]. Workers sharing one storage share the study.")(f)
-    f = click.option("--results", envvar="NAS_RESULTS", type=click.Path(file_okay=False),
-                     help="Folder for RESULTS/<study>/weights and specs [default: results; env NAS_RESULTS].")(f)
-    f = click.option("--data-dir", envvar="NAS_DATA_DIR", type=click.Path(file_okay=False),
-                     help="Local copy of the dataset (torchvision layout or image folder) [env NAS_DATA_DIR].")(f)
-    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
-    f = click.option("--seed", default=0, show_default=True, help="Sampler and training seed.")(f)
-    f = click.option("--finish", is_flag=True, help="Train the whole schedule even after the target is met.")(f)
-    f = click.option("--train-limit", type=click.IntRange(1), help="Train on this many random training images (quick looks).")(f)
+    f = _results_option(f)
+    f = _data_options(f)
+    f = click.option("--seed", default=0, show_default=True, help="Sampler, training and validation-split seed.")(f)
+    f = click.option("--finish", is_flag=True, help="Train the whole schedule even after the validation target is met.")(f)
+    f = _confirm_options(f)
     return f
 
 
@@ -202,7 +228,7 @@ def _run_search(cfg) -> None:
     from .search import describe, run
 
     _quiet_optuna()
-    outcome = run(cfg, on_trial=_print_trial)
+    outcome = run(cfg, on_trial=_print_trial, on_run=_print_run)
     for line in describe(outcome, cfg):
         click.echo(line)
     if outcome.interrupted:
@@ -216,9 +242,16 @@ def _print_trial(t) -> None:
     if status == "rejected":
         return
     accs = a.get("accuracies") or []
-    acc = f"acc {accs[-1]:.4f} after {len(accs)} epochs" if accs else ""
+    acc = f"val {accs[-1]:.4f} after {len(accs)} epochs" if accs else ""
     click.echo(f"trial {t.number:>3} {status:<11} {a.get('params', 0):>7,} params  RF {a.get('rf', 0):>3}  {acc}"
                f"{'  ' + format(a['seconds'], '.0f') + ' s' if 'seconds' in a else ''}")
+
+
+def _print_run(t) -> None:
+    a = t.user_attrs
+    if a.get("status") in ("confirmed", "nan"):
+        click.echo(f"confirm {a['source']:<12} seed {a['seed']}  {a.get('params', 0):>7,} params  "
+                   f"test {a['accuracy']:.4f} after {a['epochs']} epochs  {a['seconds']:.0f} s")
 
 
 @main.command()
@@ -228,13 +261,16 @@ def _print_trial(t) -> None:
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Stop starting new trials after S seconds.")
 @click.option("--enqueue", multiple=True, metavar="DESIGN", help="Train a documented design (or params file) first.")
 @_search_options
-def search(space_name, trials, timeout, enqueue, study, storage, results, data_dir, device, seed, finish,
-           train_limit) -> None:
-    """Search SPACE: check every candidate analytically, train the valid ones, report the winners.
+def search(space_name, trials, timeout, enqueue, study, storage, results, data_dir, device, train_limit, seed, finish,
+           confirm_top, seeds) -> None:
+    """Search SPACE: check every candidate analytically, train the valid ones, confirm the cheapest.
 
-    Running the same command again resumes the study. Ctrl-C stops after the current epoch. Any
-    number of workers started with the same command and a shared --storage share one study and stop
-    together once it holds --trials trained candidates.
+    Candidates are chosen on a validation split held out from the training images; at the end the
+    cheapest ones whose validation accuracy reached the target are retrained on every training
+    image over several seeds and tested once (--confirm). Running the same command again resumes
+    the study. Ctrl-C stops after the current epoch. Any number of workers started with the same
+    command and a shared --storage share one study and stop together once it holds --trials
+    trained candidates.
 
     Example: nas search --space mnist_squeeze --trials 20 --data-dir ../shared/data
     """
@@ -243,7 +279,7 @@ def search(space_name, trials, timeout, enqueue, study, storage, results, data_d
 
     cfg = SearchConfig(Space.load(space_name), study, _storage(storage, results), trials, timeout, seed, finish,
                        tuple(enqueue), data_dir=data_dir, device=device, train_limit=train_limit,
-                       **_results(results))
+                       confirm=confirm_top, seeds=seeds, **_results(results))
     _run_search(cfg)
 
 
@@ -260,24 +296,88 @@ def _results(results) -> dict:
     return {"results": Path(results)} if results else {}
 
 
+@main.command("confirm")
+@click.option("--study", help="Study name (needed when the storage holds several).")
+@click.option("--storage", help="Optuna storage URL [default: sqlite:///RESULTS/studies.db].")
+@_results_option
+@_data_options
+@_confirm_options
+def confirm_cmd(study, storage, results, data_dir, device, train_limit, confirm_top, seeds) -> None:
+    """Confirm a study's chosen designs: retrain on every training image over several seeds, test once.
+
+    The designs are the cheapest on the study's validation front whose validation accuracy reached
+    the target, up to --confirm of them. A design meets the target only when every seed's final
+    test accuracy does. Runs already done are kept; running it again resumes, and several workers
+    share the runs.
+
+    Example: nas confirm --study mnist_squeeze --data-dir ../shared/data
+    """
+    from . import study as studies
+    from .confirm import confirm
+    from .search import SearchConfig, check_data, load_data
+
+    s = studies.load(study, _storage(storage, results), heartbeat=True)
+    cfg = SearchConfig(_space_of(s), s.study_name, _storage(storage, results), data_dir=data_dir, device=device,
+                       train_limit=train_limit, confirm=confirm_top or 3, seeds=seeds, **_results(results))
+    _quiet_optuna()
+    data = load_data(cfg)
+    check_data(cfg.space, data)
+    done = confirm(cfg, s, data, on_run=_print_run)
+    for line in done.lines():
+        click.echo(line)
+    if done.interrupted:
+        click.echo(f"interrupted: every finished run is saved; run the same command to resume", err=True)
+        sys.exit(130)
+
+
+def _space_of(study):
+    """The space a study was made for: by name, else by the file it was loaded from."""
+    from .space import Space
+
+    name = study.user_attrs.get("space")
+    if name is None:
+        raise NasError(f"study {study.study_name} records no search space; it was not made by `nas search`")
+    if name in registry.spaces():
+        return Space.load(name)
+    return Space.load(study.user_attrs.get("space_file", name))
+
+
 @main.command()
 @click.argument("design")
-@click.option("--space", "space_name", help="Space that holds DESIGN as a point [default: found by name].")
-@_search_options
-def reproduce(design, space_name, study, storage, results, data_dir, device, seed, finish, train_limit) -> None:
-    """Train documented DESIGN as a fixed trial of its space's study.
+@click.option("--space", "space_name", help="Space whose task DESIGN is confirmed on [default: one that lists it].")
+@click.option("--study", help="Study name [default: the space's name].")
+@click.option("--storage", help="Optuna storage URL [default: sqlite:///RESULTS/studies.db].")
+@_results_option
+@_data_options
+@click.option("--seeds", type=click.IntRange(1, 20), help="Confirmation seeds [default: the task's, 3].")
+def reproduce(design, space_name, study, storage, results, data_dir, device, train_limit, seeds) -> None:
+    """Confirm documented DESIGN on its space's task: every training image, several seeds, tested once.
+
+    Prints e.g. "seed001: 18,666 params; 3/3 seeds >= 99.40%; test mean ..., min ..., max ...".
+    The runs are stored with the space's study, so running it again resumes.
 
     Example: nas reproduce seed001 --data-dir ../shared/data
     """
-    from .search import SearchConfig, counts, open_study
+    from .confirm import confirm
+    from .search import SearchConfig, check_data, load_data, open_study
     from .space import Space
 
     space = Space.load(space_name) if space_name else _space_holding(design)
+    registry.load_design(design)  # an unknown design fails before anything is created
     _quiet_optuna()
-    cfg = SearchConfig(space, study, _storage(storage, results), 0, None, seed, finish, (design,),
-                       data_dir=data_dir, device=device, train_limit=train_limit, **_results(results))
-    cfg.trials = counts(open_study(cfg))["trained"] + 1
-    _run_search(cfg)
+    cfg = SearchConfig(space, study, _storage(storage, results), data_dir=data_dir, device=device,
+                       train_limit=train_limit, confirm=0, seeds=seeds, **_results(results))
+    data = load_data(cfg)
+    check_data(space, data)
+    from . import study as studies
+    studies.writable(studies.study_dir(cfg.name, cfg.results))
+    done = confirm(cfg, open_study(cfg), data, on_run=_print_run, designs=(design,))
+    click.echo(done.lines()[0])
+    c = done.found.get(done.asked[-1])
+    click.echo(c.line(space.task.target, space.task.cost) if c else f"{design}: no seed finished")
+    if done.interrupted:
+        click.echo("interrupted: every finished run is saved; run the same command to resume", err=True)
+        sys.exit(130)
 
 
 def _space_holding(design: str):
@@ -368,20 +468,21 @@ def _dataset_for(shape) -> str:
 
 @main.command("report")
 @click.option("--study", help="Study name (needed when the storage holds several).")
-@click.option("--storage", help="Optuna storage URL [default: sqlite:///results/studies.db].")
-@click.option("--results", type=click.Path(file_okay=False), help="Results folder; files go to RESULTS/<study>/ [default: results].")
+@click.option("--storage", help="Optuna storage URL [default: sqlite:///RESULTS/studies.db].")
+@_results_option
 @click.option("--all", "show_all", is_flag=True, help="Also list rejected candidates (trials.csv always has every trial).")
 def report_cmd(study, storage, results, show_all) -> None:
-    """Print a table of the study's trials; write trials.csv, trials.md and PNG plots under results/<study>/.
+    """Print a table of the study's trials and confirmations; write trials.csv, trials.md and PNG plots
+    under RESULTS/<study>/.
 
-    Example: nas report --study mnist_squeeze
+    Example: nas report --study mnist_squeeze --results results   (the shipped example study)
     """
     from pathlib import Path
 
     from . import report as reporting
     from . import study as studies
 
-    s = studies.load(study, storage)
+    s = studies.load(study, _storage(storage, results))
     frame = reporting.trials_frame(s)
     paths = reporting.write(s, studies.study_dir(s.study_name, Path(results) if results else None), show_all, frame)
     click.echo(reporting.format_table(frame if show_all else reporting.without_rejected(frame)))

@@ -96,12 +96,41 @@ class TensorData:
         xte, yte = _stratified(self.x_test, self.y_test, test, gen)
         return replace(self, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
 
+    def held_out(self, validation: float, seed: int) -> "TensorData":
+        """The training images split in two, so that choices are made without the test set.
+
+        ``validation`` images (a count, or a fraction below 1), drawn class-stratified with
+        ``seed``, become the evaluation part (``x_test``, ``y_test``); the rest stay for training.
+        The test images are never read.
+
+        >>> d = TensorData("toy", torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1), torch.tensor([0, 1] * 5),
+        ...                None, None, ["a", "b"], (0.5,), (0.25,))
+        >>> v = d.held_out(4, seed=0)
+        >>> len(v.y_train), len(v.y_test), sorted(v.x_train.flatten().tolist() + v.x_test.flatten().tolist())
+        (6, 4, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+        """
+        n = len(self.y_train)
+        count = round(validation * n) if validation < 1 else int(validation)
+        if not 0 < count < n:
+            raise NasError(f"cannot hold out {validation} of the {n:,} training images of {self.name} for validation; "
+                           "set task.validation in the space file to a smaller count or a fraction such as 0.1")
+        keep = _stratified_index(self.y_train, count, torch.Generator().manual_seed(seed))
+        rest = torch.ones(n, dtype=torch.bool, device=self.y_train.device)
+        rest[keep] = False
+        return TensorData(f"{self.name} (validation split)", self.x_train[rest], self.y_train[rest],
+                          self.x_train[keep], self.y_train[keep], self.classes, self.mean, self.std)
+
 
 def _stratified(x: Tensor, y: Tensor, n: int | None, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     if n is None or n >= len(y):
         return x, y
-    # Rank each sample within its class in a random order, then take the lowest relative ranks:
-    # every class contributes in proportion to its size, and which samples is random.
+    keep = _stratified_index(y, n, gen)
+    return x[keep], y[keep]
+
+
+def _stratified_index(y: Tensor, n: int, gen: torch.Generator) -> Tensor:
+    """``n`` indices into ``y``, each class in proportion to its size, which ones at random."""
+    # Rank each sample within its class in a random order, then take the lowest relative ranks.
     perm = torch.randperm(len(y), generator=gen).to(y.device)
     yp = y[perm]
     order = torch.argsort(yp, stable=True)
@@ -111,8 +140,7 @@ def _stratified(x: Tensor, y: Tensor, n: int | None, gen: torch.Generator) -> tu
     rank[order] = torch.arange(len(yp), device=y.device) - starts[yp[order]]
     frac = (rank.double() + 0.5) / counts[yp].double()
     keep = perm[torch.argsort(frac, stable=True)[:n]]
-    keep = keep.sort().values  # keep the source's order, so a slice of a slice stays predictable
-    return x[keep], y[keep]
+    return keep.sort().values  # keep the source's order, so a slice of a slice stays predictable
 
 
 # ---- locations -----------------------------------------------------------------------------------

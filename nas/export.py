@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import ops, registry
+from . import ops, registry, trials
 from . import study as studies
 from .analysis import Analysis, analyse
 from .build import build
@@ -320,25 +320,53 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def from_study(study: str | None = None, storage: str = DEFAULT_STORAGE, trial: int | str = "best",
+def from_study(study: str | None = None, storage: str | None = None, trial: int | str = "best",
                results: str | Path | None = None) -> Source:
-    """A trial trained by ``nas search``: ``trial`` is its number or ``"best"``.
+    """A net trained by ``nas search``: ``trial`` is a search trial's number, or ``"best"``.
 
-    ``best`` is the completed trial with the highest final test accuracy among those meeting the
-    study's constraints. A trial's weights path is relative to ``<results>/<study>/`` (``results``
-    defaults to ``$NAS_RESULTS`` or ``results``); the study database's own folder is tried next.
+    ``best`` is the study's one best design (:func:`nas.trials.best`): the cheapest confirmed design
+    that meets the target in every seed; its weights are those of its first confirmation seed.
+    Weights paths are relative to ``<results>/<study>/`` (``results`` defaults to ``$NAS_RESULTS``
+    or ``runs``); the study database's own folder is tried next.
     """
+    storage = storage or studies.DEFAULT_STORAGE
     s = studies.load(study, storage)
     constraints = Constraints.from_dict(s.user_attrs.get("constraints"))
-    t = _best(s, constraints) if str(trial) == "best" else _numbered(s, _trial_number(trial))
+    dirs = _results_dirs(storage, results)
+    if str(trial) == "best":
+        return _best(s, constraints, dirs, storage)
+    t = _numbered(s, _trial_number(trial))
     if "spec" not in t.user_attrs:
         raise NasError(f"trial {t.number} of study {s.study_name!r} has no spec; "
                        "it was not recorded by `nas search`, pick another with --trial N")
     spec = Spec.from_dict(t.user_attrs["spec"])
     if not spec.name:
         spec = Spec(spec.input, spec.blocks, f"{s.study_name}_trial{t.number}", spec.notes)
-    state = load_weights(_weights_path(s, t, _results_dirs(storage, results)))
+    rel = t.user_attrs.get("weights")
+    if not rel:
+        raise NasError(f"trial {t.number} of study {s.study_name!r} has no weights (not trained, or stopped "
+                       "before saving); pick another with --trial N, or export its spec as a DESIGN")
+    state = load_weights(_weights_path(s, rel, f"trial {t.number}", dirs))
     return Source(spec, state, constraints, _trial_meta(s, t, storage), f"{s.study_name}_trial{t.number}")
+
+
+def _best(s, constraints: Constraints, dirs: list[Path], storage: str) -> Source:
+    from .confirm import existing
+
+    target, cost = s.user_attrs.get("target", 1.0), s.user_attrs.get("cost", "params")
+    found = trials.confirmations(existing(s), s.user_attrs.get("seeds", 3))
+    c = trials.best(found, target, cost)
+    if c is None:
+        raise NasError(f"study {s.study_name!r} has no confirmed design that meets its target yet; run "
+                       f"`nas confirm --study {s.study_name}`, or export a search trial with --trial N")
+    seed = min(c.weights)
+    name = f"{s.study_name}_{c.source.replace(' ', '')}"
+    spec = Spec.from_dict(c.spec)
+    spec = spec if spec.name else Spec(spec.input, spec.blocks, name, spec.notes)
+    state = load_weights(_weights_path(s, c.weights[seed], f"{c.source} seed {seed}", dirs))
+    meta = {"weights": f"confirmation seed {seed} of {c.source}, study {s.study_name!r} ({storage})",
+            "confirmed": c.line(target, cost), "target": _pct(target), "meets target": "yes"}
+    return Source(spec, state, constraints, {**meta, **_input_meta(s)}, name)
 
 
 def _trial_number(trial: int | str) -> int:
@@ -349,67 +377,51 @@ def _trial_number(trial: int | str) -> int:
 
 
 def _numbered(s, number: int):
-    trials = s.get_trials(deepcopy=False)
-    found = next((t for t in trials if t.number == number), None)
+    found_trials = s.get_trials(deepcopy=False)
+    found = next((t for t in found_trials if t.number == number), None)
     if found is None:
-        span = f"0-{max(t.number for t in trials)}" if trials else "none yet"
+        span = f"0-{max(t.number for t in found_trials)}" if found_trials else "none yet"
         raise NasError(f"study {s.study_name!r} has no trial {number} (trials: {span}); "
                        "pass another --trial N, or --trial best")
     return found
 
 
-def _best(s, constraints: Constraints):
-    from optuna.trial import TrialState
-
-    def final(t) -> float:
-        return float(t.user_attrs["accuracies"][-1])
-
-    candidates = [t for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                  if t.user_attrs.get("accuracies") and "spec" in t.user_attrs
-                  and not constraints.failures(analyse(Spec.from_dict(t.user_attrs["spec"])))]
-    if not candidates:
-        raise NasError(f"study {s.study_name!r} has no completed, trained trial that meets its constraints; "
-                       "run more trials with `nas search`, or pick one with --trial N")
-    # Ties go to the smaller net, then the earlier trial.
-    return max(candidates, key=lambda t: (final(t), -int(t.user_attrs.get("params") or 0), -t.number))
-
-
 def _results_dirs(storage: str, results: str | Path | None) -> list[Path]:
-    dirs = [Path(results or os.environ.get("NAS_RESULTS", "results"))]
+    dirs = [Path(results) if results else studies.RESULTS]
     if storage.startswith("sqlite:///"):
         dirs.append(Path(storage[len("sqlite:///"):]).parent)
     return dirs
 
 
-def _weights_path(s, t, results_dirs: list[Path]) -> Path:
-    rel = t.user_attrs.get("weights")
-    if not rel:
-        raise NasError(f"trial {t.number} of study {s.study_name!r} has no weights (not trained, or stopped "
-                       "before saving); pick another with --trial N, or export its spec as a DESIGN")
+def _weights_path(s, rel: str, what: str, results_dirs: list[Path]) -> Path:
     paths = [Path(rel)] if Path(rel).is_absolute() else [d / s.study_name / rel for d in results_dirs]
     found = next((p for p in paths if p.is_file()), None)
     if found is None:
-        raise NasError(f"trial {t.number} of study {s.study_name!r} has weights {rel}, but {paths[0]} does not "
+        raise NasError(f"{what} of study {s.study_name!r} has weights {rel}, but {paths[0]} does not "
                        "exist; pass the study's results folder with --results")
     return found
 
 
 def _trial_meta(s, t, storage: str) -> dict[str, Any]:
     accs = t.user_attrs.get("accuracies") or []
-    meta: dict[str, Any] = {"weights": f"trained in study {s.study_name!r}, trial {t.number} ({storage})"}
+    meta: dict[str, Any] = {"weights": f"trained in study {s.study_name!r}, trial {t.number} ({storage}), "
+                            "on the training images less the validation split"}
     if accs:
-        meta["final test accuracy"] = f"{_pct(accs[-1])} after {len(accs)} epochs"
-        meta["test accuracy per epoch"] = ", ".join(_pct(a) for a in accs)
+        meta["final validation accuracy"] = f"{_pct(accs[-1])} after {len(accs)} epochs"
+        meta["validation accuracy per epoch"] = ", ".join(_pct(a) for a in accs)
     if "target" in s.user_attrs:
         meta["target"] = _pct(s.user_attrs["target"]) if isinstance(s.user_attrs["target"], (int, float)) \
             else s.user_attrs["target"]
-    if "meets_target" in t.user_attrs:
-        meta["meets target"] = "yes" if t.user_attrs["meets_target"] else "no"
+    meta["meets target"] = "not confirmed (a search trial; `nas confirm` tests designs over several seeds)"
+    return {**meta, **_input_meta(s)}
+
+
+def _input_meta(s) -> dict[str, str]:
     norm = s.user_attrs.get("input_norm")
-    if norm:
-        meta["input"] = (f"{s.user_attrs.get('dataset', 'dataset')} images scaled to 0..1, then normalised "
-                         f"per channel with mean {norm['mean']} and std {norm['std']}")
-    return meta
+    if not norm:
+        return {}
+    return {"input": f"{s.user_attrs.get('dataset', 'dataset')} images scaled to 0..1, then normalised "
+                     f"per channel with mean {norm['mean']} and std {norm['std']}"}
 
 
 def _pct(value: float) -> str:

@@ -1,24 +1,25 @@
-"""Reports on a study: one table of every trial, and the pictures that explain the search.
+"""Reports on a study: one table of every trial and its confirmation, and the pictures that explain the search.
 
-Everything is read from the trial user attributes listed in :mod:`nas.study`, so a report can be
-made at any time, also while workers are still searching.
+Everything is read through :mod:`nas.trials`, so a report can be made at any time, also while
+workers are still searching. Validation figures (what the search chose on) and test figures (what
+confirmation measured, over several seeds, at the final epoch) sit in separate columns.
 
 >>> import optuna
 >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
->>> study = optuna.create_study(study_name="demo", direction="maximize")
->>> study.add_trial(optuna.trial.create_trial(value=0.995, user_attrs={
+>>> study = optuna.create_study(study_name="demo", directions=["maximize", "minimize"])
+>>> study.add_trial(optuna.trial.create_trial(values=[0.995, 9000], user_attrs={
 ...     "status": "target_met", "params": 9000, "rf": 30, "macs": 10**6, "failures": [],
 ...     "trained": True, "accuracies": [0.98, 0.995], "target_epoch": 2, "seconds": 12.5,
-...     "meets_target": True}))
->>> study.add_trial(optuna.trial.create_trial(value=0.0, user_attrs={
+...     "reached_target": True}))
+>>> study.add_trial(optuna.trial.create_trial(values=[0.0, 25000], user_attrs={
 ...     "status": "rejected", "params": 25000, "rf": 30, "macs": 10**6, "failures": ["params < 20,000"]}))
 >>> df = trials_frame(study)
->>> df[["trial", "status", "params", "epochs", "best_acc", "meets_constraints", "meets_target"]].values.tolist()
-[[0, 'target_met', 9000, 2, 0.995, True, True], [1, 'rejected', 25000, 0, nan, False, False]]
+>>> df[["trial", "status", "params", "epochs", "val_acc", "on_front", "meets_constraints", "seeds"]].values.tolist()
+[[0, 'target_met', 9000, 2, 0.995, True, True, ''], [1, 'rejected', 25000, 0, nan, False, False, '']]
 
 From the shell, ``nas report --study mnist_squeeze`` prints the table and writes ``trials.csv``,
 ``trials.md``, ``accuracy_vs_params.png``, ``learning_curves.png`` and ``history.png`` under
-``results/mnist_squeeze/``; in Python, ``write(study, Path("results/mnist_squeeze"))``.
+``runs/mnist_squeeze/``; in Python, ``write(study, Path("runs/mnist_squeeze"))``.
 """
 from __future__ import annotations
 
@@ -30,18 +31,20 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from . import trials
 from .errors import NasError
 
-COLUMNS = ["trial", "design", "status", "params", "rf", "macs", "epochs", "best_acc", "final_acc",
-           "target_epoch", "seconds", "meets_constraints", "meets_target", "trained", "note", "choices"]
-TEXT_COLUMNS = {"design", "status", "note", "choices"}  # left-aligned in printed tables
+COLUMNS = ["trial", "design", "status", "params", "rf", "macs", "epochs", "val_acc", "target_epoch", "seconds",
+           "meets_constraints", "reached_target", "on_front", "seeds", "test_mean", "test_min", "test_max",
+           "meets_target", "trained", "note", "choices"]
+TEXT_COLUMNS = {"design", "status", "note", "choices", "seeds"}  # left-aligned in printed tables
 STATUS_ORDER = ("target_met", "complete", "pruned", "nan", "interrupted", "duplicate", "rejected")
-LEARNING_CURVES = 5  # best trials drawn, besides the documented designs
+LEARNING_CURVES = 5  # front trials drawn, besides the documented designs
 
 # Marker shapes differ as well as colours, so the plots survive greyscale printing and colour blindness.
 STYLE = {
-    "target_met": ("#2ca02c", "o", "target met"),
-    "complete": ("#1f77b4", "s", "trained, target missed"),
+    "target_met": ("#2ca02c", "o", "validation reached the target"),
+    "complete": ("#1f77b4", "s", "trained, validation below the target"),
     "pruned": ("#7f7f7f", "X", "pruned (stopped early)"),
     "nan": ("#d62728", "D", "diverged (NaN loss)"),
     "interrupted": ("#ff7f0e", "P", "interrupted"),
@@ -52,33 +55,49 @@ OTHER_STYLE = ("#9467bd", "d", "other")
 # -- the table ---------------------------------------------------------------------------------
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, best first: those meeting the target, then by accuracy, then fewer params.
+    """One row per trial: designs confirmed to meet the target first, then by validation accuracy,
+    then fewer params.
 
     Rejected candidates are rows too (accuracy empty); ``df[df.status != "rejected"]`` drops them.
     """
-    rows = [_row(t) for t in study.get_trials(deepcopy=False)]
+    found = _confirmations(study)
+    front = {t.number for t in trials.front(study, study.user_attrs.get("cost", "params"))}
+    rows = [_row(t, found, front, study.user_attrs.get("target")) for t in study.get_trials(deepcopy=False)]
     df = pd.DataFrame(rows, columns=COLUMNS)
     df = df.astype({"trial": "int64", "params": "Int64", "rf": "Int64", "macs": "Int64", "epochs": "int64",
-                    "best_acc": "float64", "final_acc": "float64", "target_epoch": "Int64",
-                    "seconds": "float64", "meets_constraints": "boolean", "meets_target": "bool",
-                    "trained": "bool"})
-    df = df.sort_values(["meets_target", "best_acc", "params", "trial"], ascending=[False, False, True, True],
+                    "val_acc": "float64", "target_epoch": "Int64", "seconds": "float64",
+                    "meets_constraints": "boolean", "reached_target": "bool", "on_front": "bool",
+                    "test_mean": "float64", "test_min": "float64", "test_max": "float64",
+                    "meets_target": "boolean", "trained": "bool"})
+    df = df.sort_values(["meets_target", "val_acc", "params", "trial"], ascending=[False, False, True, True],
                         na_position="last", kind="stable")
     return df.reset_index(drop=True)
 
 
-def _row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def _confirmations(study: optuna.Study) -> dict[str, trials.Confirmation]:
+    from .confirm import existing
+
+    return trials.confirmations(existing(study), study.user_attrs.get("seeds", 3))
+
+
+def _row(t: optuna.trial.FrozenTrial, found: dict, front: set, target: float | None) -> dict[str, Any]:
     a = t.user_attrs
     accs = list(a.get("accuracies") or [])
     failures = a.get("failures")
+    c = found.get(a.get("fingerprint")) if a.get("status") != "duplicate" else None
     return {
         "trial": t.number, "design": a.get("design", ""),
         "status": a.get("status") or t.state.name.lower(),
         "params": a.get("params"), "rf": a.get("rf"), "macs": a.get("macs"), "epochs": len(accs),
-        "best_acc": max(accs) if accs else math.nan, "final_acc": accs[-1] if accs else math.nan,
+        "val_acc": accs[-1] if accs else math.nan,
         "target_epoch": a.get("target_epoch"), "seconds": a.get("seconds", math.nan),
         "meets_constraints": None if failures is None else not failures,
-        "meets_target": bool(a.get("meets_target")), "trained": bool(a.get("trained")),
+        "reached_target": bool(a.get("reached_target")), "on_front": t.number in front,
+        "seeds": f"{c.passed(target)}/{len(c.accuracies)}" if c and target is not None and c.accuracies else "",
+        "test_mean": c.mean if c and c.accuracies else math.nan, "test_min": c.min if c and c.accuracies else math.nan,
+        "test_max": c.max if c and c.accuracies else math.nan,
+        "meets_target": c.meets(target) if c and target is not None and c.done else None,
+        "trained": bool(a.get("trained")),
         "note": _note(t), "choices": " ".join(f"{k}={v}" for k, v in t.params.items()),
     }
 
@@ -108,10 +127,12 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
         "trial": df.trial.astype(str), "design": df.design, "status": df.status,
         "params": df.params.map(_count), "RF": df.rf.map(_count), "MACs": df.macs.map(_count),
         "epochs": df.epochs.map(lambda n: str(n) if n else ""),
-        "best acc": df.best_acc.map(_percent), "final acc": df.final_acc.map(_percent),
-        "target at epoch": df.target_epoch.map(_count), "train s": df.seconds.map(_seconds),
-        "constraints": df.meets_constraints.map(_mark), "target": df.meets_target.map(_mark),
-        "note": df.note, "choices": df.choices,
+        "val acc": df.val_acc.map(_percent), "val target at epoch": df.target_epoch.map(_count),
+        "train s": df.seconds.map(_seconds), "constraints": df.meets_constraints.map(_mark),
+        "front": df.on_front.map(lambda v: "◆" if v else ""),
+        "test seeds ≥ target": df.seeds, "test mean": df.test_mean.map(_percent),
+        "test min": df.test_min.map(_percent), "test max": df.test_max.map(_percent),
+        "confirmed": df.meets_target.map(_mark), "note": df.note, "choices": df.choices,
     })
     return out[[c for c in out.columns if c in ("trial", "status") or (out[c] != "").any()]]
 
@@ -169,51 +190,40 @@ def task_line(study: optuna.Study) -> str:
 
 
 def _limit_names(c: dict[str, Any]) -> list[str]:
-    names = []
-    if c.get("max_params") is not None:
-        names.append(f"params < {c['max_params']:,}")
-    if c.get("min_rf") is not None:
-        names.append(f"RF > {c['min_rf']}")
-    if c.get("max_rf") is not None:
-        names.append(f"RF <= {c['max_rf']}")
-    if c.get("max_macs") is not None:
-        names.append(f"MACs < {c['max_macs']:,}")
-    names += [f"requires {r}" for r in c.get("require") or ()]
-    if c.get("fc", "any") != "any":
-        names.append(f"fc: {c['fc']}")
-    if c.get("classes") is not None:
-        names.append(f"{c['classes']} classes")
-    return names
+    from .constraints import Constraints
+
+    return Constraints.from_dict(c).names()
 
 
 def summary(study: optuna.Study, df: pd.DataFrame | None = None) -> list[str]:
-    """Lines under the table: what was asked, counts by status, the best trial."""
+    """Lines under the table: what was asked, counts by status, the front's size, every
+    confirmation, and the one best design (:func:`nas.trials.best`)."""
     df = trials_frame(study) if df is None else df
     counts = df.status.value_counts()
     order = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts.index) - set(STATUS_ORDER))
     lines = [task_line(study),
              f"{len(df)} trials: " + (", ".join(f"{counts[s]} {s}" for s in order) or "none yet")]
-    trained = _trained(df)
-    if trained.empty:
+    if _trained(df).empty:
         return lines + ["no trained trial yet"]
-    best = trained.iloc[0]
-    met = (f"target met at epoch {best.target_epoch}" if best.meets_target else "target not met")
-    name = f" ({best.design})" if best.design else ""
-    lines.append(f"best: trial {best.trial}{name}, {best.best_acc:.2%} with {best.params:,} params, "
-                 f"RF {best.rf}, {met}")
-    meeting = trained[trained.meets_target]
-    lines.append(f"{len(meeting)} trial{'' if len(meeting) == 1 else 's'} "
-                 f"meet{'s' if len(meeting) == 1 else ''} every constraint and the target")
-    if len(meeting) > 1:
-        small = meeting.sort_values(["params", "best_acc"], ascending=[True, False]).iloc[0]
-        lines[-1] += f"; the smallest is trial {small.trial}, {small.params:,} params, {small.best_acc:.2%}"
+    target, cost = study.user_attrs.get("target", 1.0), study.user_attrs.get("cost", "params")
+    front = df[df.on_front].sort_values("params")
+    reached = front[front.val_acc >= target]
+    lines.append(f"front: {len(front)} trials (validation accuracy against {cost}); {len(reached)} reached the "
+                 f"target on validation" + (f", the cheapest is trial {reached.trial.iloc[0]}" if len(reached) else ""))
+    found = _confirmations(study)
+    for c in sorted(found.values(), key=lambda c: (c.figures.get(cost) or 0)):
+        verdict = "meets the target" if c.meets(target) else "not done" if not c.done else "fails the target"
+        lines.append(f"confirmed {c.line(target, cost)} -> {verdict}")
+    best = trials.best(found, target, cost)
+    lines.append(f"best: {best.line(target, cost)}" if best else
+                 "best: none yet (no design confirmed to meet the target in every seed)")
     return lines
 
 
 def _trained(df: pd.DataFrame) -> pd.DataFrame:
     """Trials with a learning curve of their own: not duplicates (they point at another trial's)
     and not failed ones (a killed worker's trial is retried; the retry carries the curve)."""
-    return df[df.trained & df.best_acc.notna() & ~df.status.isin(["duplicate", "fail", "interrupted"])]
+    return df[df.trained & df.val_acc.notna() & ~df.status.isin(["duplicate", "fail", "interrupted"])]
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -338,40 +348,34 @@ def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="#777777")
 
 
-def _pareto(trained: pd.DataFrame) -> pd.DataFrame:
-    """Trials that no other trial beats on both counts: fewer params and higher accuracy."""
-    best, keep = -1.0, []
-    for i, row in trained.sort_values(["params", "best_acc"], ascending=[True, False]).iterrows():
-        if row.best_acc > best:
-            best = row.best_acc
-            keep.append(i)
-    return trained.loc[keep]
-
-
 def accuracy_vs_params(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
-    """Best test accuracy of each trained trial against its parameter count, with the Pareto front."""
+    """Validation accuracy of each trained trial against its parameter count, the validation front,
+    and each confirmed design's test accuracy over its seeds (mean, with min..max as a bar)."""
     target, max_params, _ = _limits(study)
     trained = _trained(df)
     rejected = df[(df.status == "rejected") & df.params.notna()]
+    confirmed = df[df.test_mean.notna()].drop_duplicates("params")
     fig, ax, strip = _figure(strip=True)
-    _titles(fig, ax, study, "best test accuracy against parameters")
-    lo, hi = _zoom(trained.best_acc.tolist(), target)
+    _titles(fig, ax, study, "accuracy against parameters: validation (search) and test (confirmation)")
+    lo, hi = _zoom(trained.val_acc.tolist() + confirmed.test_min.tolist(), target)
     if trained.empty:
         _empty(ax, "no trained trial yet")
     else:
-        _by_status(ax, trained.params, trained.best_acc, trained.status, lo, hi)
-        front = _pareto(trained)
-        right = float(max(trained.params.max(), max_params or 0))
-        ax.step(list(front.params.astype(float)) + [right], list(front.best_acc) + [front.best_acc.iloc[-1]],
-                where="post", color="#2ca02c", linewidth=1.4, alpha=0.7, zorder=2,
-                label="Pareto front: nothing has fewer params\nand higher accuracy (#trial)")
+        _by_status(ax, trained.params, trained.val_acc, trained.status, lo, hi)
+        front = trained[trained.on_front].sort_values("params")
+        if not front.empty:
+            right = float(max(trained.params.max(), max_params or 0))
+            ax.step(list(front.params.astype(float)) + [right], list(front.val_acc) + [front.val_acc.iloc[-1]],
+                    where="post", color="#2ca02c", linewidth=1.4, alpha=0.7, zorder=2,
+                    label="validation front: nothing has fewer params\nand higher validation accuracy (#trial)")
+    _confirmed_bars(ax, confirmed)
     _target_line(ax, target)
     if max_params is not None:
         for a in (ax, strip):
             a.axvline(max_params, color="#444444", linestyle=":", linewidth=1.4,
                       label=f"limit: params < {max_params:,}" if a is ax else None)
     ax.set_ylim(lo, hi)
-    ax.set_ylabel("best test accuracy (%)")
+    ax.set_ylabel("accuracy (%)")
     _percent_axis(ax.yaxis)
     ax.grid(alpha=0.3)
     _strip(strip, {"rejected before\ntraining": rejected.params.astype(float)},
@@ -385,11 +389,25 @@ def accuracy_vs_params(study: optuna.Study, df: pd.DataFrame, path: Path) -> Pat
         ax.set_xticks([])  # nothing to count: ticks on an arbitrary range would only read as "-0, 0"
     _goal(ax, target, max_params, hi)
     if not trained.empty:
-        _label_front(ax, _pareto(trained), lo)
+        _label_front(ax, trained[trained.on_front], lo)
     strip.set_xlabel("parameters (count; fewer is better)" + (", log scale" if log else ""))
     _legend(ax)
     fig.savefig(path)
     return path
+
+
+def _confirmed_bars(ax, confirmed: pd.DataFrame) -> None:
+    """Each confirmed design: its mean final test accuracy, with a bar from the worst to the best seed."""
+    for meets, colour, label in ((True, "#006400", "confirmed on test: every seed meets the target"),
+                                 (False, "#b22222", "confirmed on test: some seed misses the target")):
+        rows = confirmed[confirmed.meets_target.fillna(False) == meets]
+        if rows.empty:
+            continue
+        ax.errorbar(rows.params.astype(float), rows.test_mean,
+                    yerr=[(rows.test_mean - rows.test_min).clip(lower=0), (rows.test_max - rows.test_mean).clip(lower=0)],
+                    fmt="*", markersize=13,
+                    color=colour, ecolor=colour, elinewidth=2, capsize=5, zorder=5,
+                    label=f"{label}\n(mean; bar: min..max over seeds) ({len(rows)})")
 
 
 def _goal(ax, target: float | None, max_params: int | None, hi: float) -> None:
@@ -410,17 +428,17 @@ def _label_front(ax, front: pd.DataFrame, lo: float) -> None:
     target), then the rest by accuracy.
     """
     ax.get_xlim(), ax.get_ylim()  # settle autoscaling, so data-to-pixel positions are final
-    by_acc = front.sort_values("best_acc", ascending=False)
-    smallest = front[front.meets_target].sort_values("params").head(1)
+    by_acc = front.sort_values("val_acc", ascending=False)
+    smallest = front[front.meets_target.fillna(False)].sort_values("params").head(1)
     placed: list[tuple[float, float]] = []
     for row in pd.concat([by_acc.head(1), smallest, by_acc]).drop_duplicates("trial").itertuples():
-        if row.best_acc < lo:
+        if row.val_acc < lo:
             continue
-        x, y = ax.transData.transform((row.params, row.best_acc))
+        x, y = ax.transData.transform((row.params, row.val_acc))
         if any(abs(x - px) < 34 and abs(y - py) < 14 for px, py in placed):
             continue
         placed.append((x, y))
-        ax.annotate(f"#{row.trial}", (row.params, row.best_acc), xytext=(4, 5),
+        ax.annotate(f"#{row.trial}", (row.params, row.val_acc), xytext=(4, 5),
                     textcoords="offset points", fontsize=8, color="#1a6e1a")
 
 
@@ -437,15 +455,16 @@ def _strip(ax, rows: dict[str, pd.Series], empty_text: str | None) -> None:
 
 
 def learning_curves(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
-    """Test accuracy per epoch of the best trials and of every trained documented design."""
+    """Validation accuracy per epoch of the front's best trials and of every trained documented design."""
     target, _, max_epochs = _limits(study)
     trained = _trained(df)
-    picked = pd.concat([trained.head(LEARNING_CURVES), trained[trained.design != ""]]).drop_duplicates("trial")
+    ranked = trained.sort_values(["on_front", "val_acc"], ascending=[False, False])
+    picked = pd.concat([ranked.head(LEARNING_CURVES), trained[trained.design != ""]]).drop_duplicates("trial")
     curves = {t.number: list(t.user_attrs.get("accuracies") or []) for t in study.get_trials(deepcopy=False)
               if t.number in set(picked.trial)}
     fig, ax, _ = _figure(strip=False)
     designs = " and documented designs" if (picked.design != "").any() else ""
-    _titles(fig, ax, study, f"test accuracy per epoch, best {min(len(trained), LEARNING_CURVES)} trials{designs}")
+    _titles(fig, ax, study, f"validation accuracy per epoch, {min(len(trained), LEARNING_CURVES)} front trials{designs}")
     # early epochs may fall below the axis, but a documented design's best epoch stays in view:
     # it is the reference the search is compared with
     lo, hi = _zoom([v for c in curves.values() for v in c], target)
@@ -461,7 +480,7 @@ def learning_curves(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
         met = f", target at epoch {row.target_epoch}" if not pd.isna(row.target_epoch) else ", target not met"
         line, = ax.plot(epochs, accs, marker="o", markersize=3.5, linewidth=1.6,
                         linestyle="--" if row.design else "-", color=palette[i % len(palette)],
-                        label=f"{name}: {row.params:,} params, RF {row.rf}\n  best {row.best_acc:.2%}{met}{hidden}")
+                        label=f"{name}: {row.params:,} params, RF {row.rf}\n  final {row.val_acc:.2%}{met}{hidden}")
         if not pd.isna(row.target_epoch):
             e = int(row.target_epoch)
             ax.scatter([e], [accs[e - 1]], marker="*", s=180, color=line.get_color(), edgecolors="black",
@@ -480,7 +499,7 @@ def learning_curves(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
     _percent_axis(ax.yaxis)
     ax.set_xlabel("epoch")
     below = any(v < lo for c in curves.values() for v in c)
-    ax.set_ylabel("test accuracy (%)" + (", zoomed: early epochs run below" if below else ""))
+    ax.set_ylabel("validation accuracy (%)" + (", zoomed: early epochs run below" if below else ""))
     ax.grid(alpha=0.3)
     _legend(ax)
     fig.savefig(path)
@@ -488,22 +507,22 @@ def learning_curves(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
 
 
 def history(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
-    """Best test accuracy of each trial in the order sampled, the best so far, and the untrained ones."""
+    """Final validation accuracy of each trial in the order sampled, the best so far, and the untrained ones."""
     target, _, _ = _limits(study)
     trained = _trained(df).sort_values("trial")
     fig, ax, strip = _figure(strip=True, rows=df[~df.trial.isin(trained.trial)].status.nunique())
     _titles(fig, ax, study, "optimisation history")
-    lo, hi = _zoom(trained.best_acc.tolist(), target)
+    lo, hi = _zoom(trained.val_acc.tolist(), target)
     if trained.empty:
         _empty(ax, "no trained trial yet")
     else:
-        _by_status(ax, trained.trial, trained.best_acc, trained.status, lo, hi)
+        _by_status(ax, trained.trial, trained.val_acc, trained.status, lo, hi)
         last = float(df.trial.max())
-        ax.step(list(trained.trial.astype(float)) + [last], list(trained.best_acc.cummax()) + [trained.best_acc.max()],
+        ax.step(list(trained.trial.astype(float)) + [last], list(trained.val_acc.cummax()) + [trained.val_acc.max()],
                 where="post", color="black", linewidth=1.3, alpha=0.7, label="best so far")
     _target_line(ax, target)
     ax.set_ylim(lo, hi)
-    ax.set_ylabel("best test accuracy of the trial (%)")
+    ax.set_ylabel("final validation accuracy of the trial (%)")
     _percent_axis(ax.yaxis)
     ax.grid(alpha=0.3)
     untrained = df[~df.trial.isin(trained.trial)]

@@ -1,9 +1,12 @@
-"""The constraint-first search: Optuna samples a point, the analysis checks it, only valid ones train.
+"""The constraint-first search: Optuna proposes a point, the analysis checks it, only valid ones train.
 
-Rejected candidates are stored as completed trials with a positive constraint value
-(``trial.set_constraint``), which the TPE sampler reads to learn where the feasible region is; they cost a few
-milliseconds and no training. Trained candidates report test accuracy each epoch to
-:class:`TargetPruner`, which stops those that cannot reach the task's target in the epoch budget.
+The search weighs validation accuracy against the task's cost (``params``, ``macs`` or ``latency``)
+in a two-objective Optuna study. Rejected candidates are stored with a positive constraint value
+(``trial.set_constraint``), which the sampler reads to learn where the feasible region is; they cost
+a few milliseconds and no training. Trained candidates learn on the training images less a
+validation split held out with a seed stored in the study (every worker holds out the same one),
+and :class:`~nas.sampler.TargetPruner` stops those whose validation curve cannot reach the target.
+The test set is never read here: :mod:`nas.confirm` reads it, once per seed, for the chosen designs.
 
 ``--trials N`` counts trained candidates across the whole study, so running the same command again
 resumes a study (or extends it with a larger N), and several workers share one count.
@@ -16,9 +19,7 @@ candidates and none is still training.
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
+import math
 import statistics
 import sys
 import time
@@ -32,57 +33,16 @@ from optuna.trial import TrialState
 
 from . import registry
 from . import study as studies
+from . import trials
 from .build import build
 from .errors import NasError
 from .feasibility import check, feasibility, require_feasible
+from .sampler import Sampler, TargetPruner
 from .space import Space, fingerprint
+from .trials import TRAINED_STATES, counts
+from .workers import Interrupted, Stop, worker_name
 
-TRAINED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-class TargetPruner(optuna.pruners.BasePruner):
-    """Prune a trial whose learning curve cannot reach ``target`` within ``max_epochs``.
-
-    Two tests, after ``warmup`` epochs:
-
-    * behind every curve that met the target: accuracy at this epoch is below the lowest accuracy
-      that any target-meeting trial had at the same epoch, by more than ``slack``;
-    * out of reach even optimistically: the error rate, shrinking by ``decay`` every remaining
-      epoch, would still be above ``1 - target`` at the last epoch.
-    """
-
-    def __init__(self, target: float, max_epochs: int, warmup: int = 1, slack: float = 0.003, decay: float = 0.5):
-        self.target, self.max_epochs, self.warmup, self.slack, self.decay = target, max_epochs, warmup, slack, decay
-
-    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        epoch = trial.last_step
-        if epoch is None or epoch < self.warmup or epoch >= self.max_epochs:
-            return False  # the last epoch ends the schedule anyway: it completes, met or not
-        acc = trial.intermediate_values[epoch]
-        if (1 - acc) * self.decay ** (self.max_epochs - epoch) > 1 - self.target:
-            return True
-        refs = [t.intermediate_values[epoch] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("meets_target") and epoch in t.intermediate_values]
-        return bool(refs) and acc < min(refs) - self.slack
-
-
-class Sampler(optuna.samplers.TPESampler):
-    """TPE whose random draws for trial k depend only on ``(seed, k)``.
-
-    One worker repeats its candidates exactly, also across a resume; several workers started with
-    the same ``--seed`` draw different candidates, where one shared random sequence would have every
-    worker try the same random start-up points.
-    """
-
-    def __init__(self, seed: int = 0, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        self._base_seed = seed
-
-    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        super().before_trial(study, trial)
-        seed = (self._base_seed * 1_000_003 + trial.number) % 2**32
-        self._rng.rng.seed(seed)
-        self._random_sampler._rng.rng.seed(seed)
+DIRECTIONS = ("maximize", "minimize")  # validation accuracy, cost
 
 
 @dataclass
@@ -100,6 +60,8 @@ class SearchConfig:
     device: str = "auto"
     train_limit: int | None = None  # train on a random slice, for quick looks; None = all
     train_options: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, over the space's `train:`
+    confirm: int = 3  # designs to confirm at the end (cheapest first); 0: none
+    seeds: int | None = None  # confirmation seeds [default: the task's]
 
     @property
     def name(self) -> str:
@@ -114,60 +76,45 @@ class Outcome:
     pruned: int = 0
     duplicates: int = 0
     failed: int = 0
+    reached: int = 0
     interrupted: bool = False
     seconds: float = 0.0
     check_ms: list[float] = field(default_factory=list)
-    meeting: list[optuna.trial.FrozenTrial] = field(default_factory=list)
-
-
-class _Stop:
-    """First Ctrl-C (or SIGTERM): finish the current epoch, keep everything, stop. Second: abort now."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-        self._previous_term = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._previous_term = signal.signal(signal.SIGTERM, self._handle)  # kill, a scheduler's preemption
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nstopping after this epoch; everything is kept (Ctrl-C again to abort now)", flush=True)
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            signal.signal(signal.SIGTERM, self._previous_term)
-        return False
-
-
-class _Interrupted(Exception):
-    pass
+    front: list[optuna.trial.FrozenTrial] = field(default_factory=list)
+    confirmed: Any = None  # a nas.confirm.Confirmed, when the search went on to confirm
 
 
 def open_study(cfg: SearchConfig) -> optuna.Study:
+    """Create or resume the study; its attributes record the task and the validation split."""
     space, task = cfg.space, cfg.space.task
-    sampler = Sampler(seed=cfg.seed, n_startup_trials=8)
-    study = optuna.create_study(study_name=cfg.name, storage=studies.storage(cfg.storage), direction="maximize",
-                                sampler=sampler, pruner=TargetPruner(task.target, train_config(cfg).epochs),
-                                load_if_exists=True)
+    try:
+        study = optuna.create_study(study_name=cfg.name, storage=studies.storage(cfg.storage),
+                                    directions=list(DIRECTIONS), sampler=Sampler(seed=cfg.seed, n_startup_trials=8),
+                                    load_if_exists=True)
+    except ValueError as err:  # an existing study with other directions
+        raise NasError(f"study {cfg.name!r} cannot be resumed by this version of nas ({err}); pass another --study") from None
+    if len(study.directions) != len(DIRECTIONS):
+        raise NasError(f"study {cfg.name!r} was made by an older nas that chose on one objective; "
+                       "pass another --study to start a new one")
     if study.user_attrs.get("space", space.name) != space.name:
         raise NasError(f"study {cfg.name!r} was made for space {study.user_attrs['space']!r}, not {space.name!r}; "
                        "pass another --study")
-    for key, value in {"space": space.name, "space_file": str(space.source), "target": task.target,
-                       "dataset": task.dataset, "max_epochs": task.max_epochs,
-                       "constraints": task.constraints.to_dict()}.items():
+    wanted = {"space": space.name, "space_file": str(space.source), "target": task.target,
+              "dataset": task.dataset, "max_epochs": task.max_epochs, "epochs": train_config(cfg).epochs,
+              "constraints": task.constraints.to_dict(), "cost": task.cost, "seeds": task.seeds}
+    if "split" not in study.user_attrs:  # drawn once: every worker and every resume holds out the same images
+        wanted["split"] = {"validation": task.validation, "seed": cfg.seed}
+    for key, value in wanted.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
     return study
+
+
+def validation_data(study: optuna.Study, data, train_limit: int | None = None, seed: int = 0):
+    """What search trials train and evaluate on: the training images less the study's validation split."""
+    split = study.user_attrs["split"]
+    held = data.held_out(split["validation"], split["seed"])
+    return held.subset(train=train_limit, seed=seed) if train_limit else held
 
 
 def enqueue(study: optuna.Study, space: Space, design_or_file: str) -> dict[str, Any]:
@@ -177,7 +124,7 @@ def enqueue(study: optuna.Study, space: Space, design_or_file: str) -> dict[str,
     the very net its document describes.
     """
     params, design = point(space, design_or_file)
-    study.enqueue_trial(params, user_attrs={"design": design}, skip_if_exists=True)
+    study.enqueue_trial(space.encode(params), user_attrs={"design": design}, skip_if_exists=True)
     return params
 
 
@@ -187,7 +134,7 @@ def point(space: Space, design_or_file: str) -> tuple[dict[str, Any], str]:
         params, design = _params_file(Path(design_or_file), space), Path(design_or_file).stem
     else:
         params, design = space.point_of(design_or_file), design_or_file
-    space.check_params(params)
+    params = space.check_params(params)
     if design in registry.designs():
         expected, got = fingerprint(registry.load_design(design)), fingerprint(space.spec(params))
         if expected != got:
@@ -197,38 +144,34 @@ def point(space: Space, design_or_file: str) -> tuple[dict[str, Any], str]:
 
 
 def _params_file(path: Path, space: Space) -> dict[str, Any]:
-    import yaml
-    try:
-        params = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise NasError(f"cannot read params file {path}: {err.strerror}; check the path") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise NasError(f"params file {path} is not valid YAML{where}; fix the syntax") from None
+    from .yamlfile import read_yaml
+
+    params = read_yaml(path, "params file")
     if not isinstance(params, dict):
         raise NasError(f"{path}: a params file maps each choice of {space.name} to a value")
     return params
 
 
 class Objective:
-    """One trial: sample, check, (maybe) train, record."""
+    """One trial: propose, check, (maybe) train, record. Returns (validation accuracy, cost)."""
 
-    def __init__(self, cfg: SearchConfig, data, stop: _Stop, train_fn: Callable | None = None):
+    def __init__(self, cfg: SearchConfig, data, stop: Stop, train_fn: Callable | None = None):
         from . import train as trainer
         self.cfg, self.data, self.stop = cfg, data, stop
         self.train_fn = train_fn or trainer.train
         self.weights_dir = studies.study_dir(cfg.name, cfg.results) / "weights"
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker_name()
         self.poll = min(5.0, studies.heartbeat_settings()[0])
+        self.config = train_config(cfg)
+        self.pruner = TargetPruner(cfg.space.task.target, self.config.epochs)
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        space = self.cfg.space
-        params = {k: trial.suggest_categorical(k, list(v)) for k, v in space.choices.items()}
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        space, cost = self.cfg.space, self.cfg.space.task.cost
+        # Optuna takes plain values only: list-valued choices are proposed by their labels ("8-16-32")
+        params = space.decode({k: trial.suggest_categorical(k, space.labels(k)) for k in space.choices})
         start = time.perf_counter()
         cand = check(space, params)
-        check_ms = (time.perf_counter() - start) * 1000
-        trial.set_user_attr("check_ms", round(check_ms, 3))
+        trial.set_user_attr("check_ms", round((time.perf_counter() - start) * 1000, 3))
         trial.set_user_attr("failures", list(cand.failures))
         if cand.analysis is not None:
             for key, value in cand.analysis.figures().items():
@@ -237,7 +180,8 @@ class Objective:
         trial.set_constraint("failures", float(len(cand.failures)))  # > 0 is infeasible
         if not cand.feasible:
             trial.set_user_attr("status", "rejected")
-            return 0.0
+            size = cand.analysis.figures().get(cost) if cand.analysis is not None else None
+            return 0.0, float(size) if size is not None else math.inf
         spec = cand.analysis.spec
         fp = fingerprint(spec)
         trial.set_user_attr("worker", self.worker)
@@ -248,8 +192,11 @@ class Objective:
             trial.set_user_attr("duplicate_of", earlier.number)
             if earlier.state == TrialState.PRUNED:
                 raise optuna.TrialPruned()
-            return earlier.value
-        return self._train(trial, spec)
+            return tuple(earlier.values)
+        if cost == "latency":
+            from .train import latency
+            trial.set_user_attr("latency", latency(build(spec), spec.input, self.config.device))
+        return self._train(trial, spec, float(trial.user_attrs[cost]))
 
     def _same_net(self, trial: optuna.Trial, fp: str):
         """A trained trial of the same net; if another worker is training it now, wait for its result.
@@ -260,8 +207,8 @@ class Objective:
         """
         study = trial.study
         while True:
-            trials = study.get_trials(deepcopy=False)
-            same = [t for t in trials if t.number != trial.number and t.user_attrs.get("fingerprint") == fp]
+            same = [t for t in study.get_trials(deepcopy=False)
+                    if t.number != trial.number and t.user_attrs.get("fingerprint") == fp]
             for t in same:
                 if t.state in TRAINED_STATES and t.user_attrs.get("trained"):
                     return t
@@ -271,22 +218,20 @@ class Objective:
                 return None
             if self.stop.requested:
                 trial.set_user_attr("status", "interrupted")  # the other worker still trains the net
-                raise _Interrupted()
+                raise Interrupted()
             time.sleep(self.poll)
             studies.fail_stale(study)  # a dead worker's trial fails here, and this worker trains the net
 
-    def _train(self, trial: optuna.Trial, spec) -> float:
-        config = train_config(self.cfg)
+    def _train(self, trial: optuna.Trial, spec, cost: float) -> tuple[float, float]:
         accuracies: list[float] = []
         pruned = []
 
-        def on_epoch(epoch: int, acc: float) -> bool:
+        def on_epoch(epoch: int, acc: float | None) -> bool:
             accuracies.append(acc)
-            trial.report(acc, epoch)
             trial.set_user_attr("accuracies", accuracies)  # persisted as it goes: a killed worker keeps it
             if self.stop.requested:
                 return True
-            if trial.should_prune():
+            if self.pruner.hopeless(accuracies, self.pruner.references(trial.study)):
                 pruned.append(epoch)
                 return True
             return False
@@ -295,34 +240,34 @@ class Objective:
         torch.manual_seed(self.cfg.seed)
         model = build(spec)
         try:
-            result = self.train_fn(model, self.data, config, on_epoch=on_epoch)
+            result = self.train_fn(model, self.data, self.config, on_epoch=on_epoch)
         except KeyboardInterrupt:  # a second Ctrl-C, or SIGTERM: the trial fails, its params are queued again
             trial.set_user_attr("status", "interrupted")
             self._requeue(trial)
             raise
-        met = result.target_epoch is not None
+        reached = result.target_epoch is not None
         trial.set_user_attr("accuracies", list(result.accuracies))
         trial.set_user_attr("target_epoch", result.target_epoch)
         trial.set_user_attr("seconds", round(result.seconds, 2))
-        trial.set_user_attr("meets_target", met)
+        trial.set_user_attr("reached_target", reached)
         trial.set_user_attr("weights", self._save(trial.number, model))
         if result.status == "nan":
             trial.set_user_attr("status", "nan")
             trial.set_user_attr("message", result.message)
             raise optuna.TrialPruned(result.message)
-        if self.stop.requested and not pruned and not (met and not self.cfg.finish):
+        if self.stop.requested and not pruned and not (reached and not self.cfg.finish):
             trial.set_user_attr("status", "interrupted")
             self._requeue(trial)  # retrained on resume
-            raise _Interrupted()
+            raise Interrupted()
         if pruned:
             trial.set_user_attr("status", "pruned")
             raise optuna.TrialPruned(f"pruned at epoch {pruned[0]}")
-        trial.set_user_attr("status", "target_met" if met else "complete")
-        return result.accuracies[-1] if result.accuracies else 0.0
+        trial.set_user_attr("status", "target_met" if reached else "complete")
+        return (result.accuracies[-1] if result.accuracies else 0.0), cost
 
     @staticmethod
     def _requeue(trial: optuna.Trial) -> None:
-        trial.study.enqueue_trial(trial.params, user_attrs=studies.carried(trial.user_attrs) or None,
+        trial.study.enqueue_trial(trial.params, user_attrs=trials.carried(trial.user_attrs) or None,
                                   skip_if_exists=False)
 
     def _save(self, number: int, model: torch.nn.Module) -> str:
@@ -332,24 +277,29 @@ class Objective:
         return str(path.relative_to(self.weights_dir.parent))
 
 
-def train_config(cfg: SearchConfig):
-    """The trainer's settings for every candidate: the task's schedule, the space's ``train:``, the options."""
-    from .train import TrainConfig
+def train_config(cfg: SearchConfig, confirm_seed: int | None = None):
+    """The trainer's settings: the task's fixed schedule, the space's ``train:``, the options.
+
+    A search trial evaluates on validation images after every epoch and may stop once the target
+    is reached; a confirmation run (``confirm_seed``) trains the whole schedule with that seed and
+    is evaluated once, after its last epoch.
+    """
+    from .train import settings
 
     task = cfg.space.task
     options = {**cfg.space.train, **cfg.train_options}
-    options.setdefault("progress", sys.stderr.isatty())  # no progress bar in logs and pipes
     # A space may fix a schedule shorter than the task's epoch budget (train: {epochs: 6}).
-    epochs = options.pop("epochs", task.max_epochs)
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= task.max_epochs:
-        raise NasError(f"{cfg.space.source}: train.epochs must be a whole number from 1 to task.max_epochs "
-                       f"({task.max_epochs}), got {epochs!r}")
-    try:
-        return TrainConfig(epochs=epochs, target=task.target, seed=cfg.seed,
-                           stop_at_target=not cfg.finish, device=cfg.device, **options)
-    except TypeError as err:
-        raise NasError(f"{cfg.space.source}: bad trainer setting under 'train:' ({err}); "
-                       "use fields of nas.train.TrainConfig") from None
+    options.setdefault("epochs", task.max_epochs)
+    if confirm_seed is None:
+        fixed = dict(target=task.target, seed=cfg.seed, stop_at_target=not cfg.finish)
+    else:
+        fixed = dict(target=None, seed=confirm_seed, stop_at_target=False, eval_each_epoch=False)
+        options["epochs"] = task.confirm_epochs or options["epochs"]
+    config = settings(options, source=f"{cfg.space.source}: train", device=cfg.device, **fixed)
+    if config.epochs > task.max_epochs:
+        raise NasError(f"{cfg.space.source}: train.epochs must be at most task.max_epochs ({task.max_epochs}), "
+                       f"got {config.epochs}; shorten the schedule or raise the budget")
+    return config
 
 
 def _check_data(cfg: SearchConfig, data) -> None:
@@ -364,56 +314,46 @@ def _check_data(cfg: SearchConfig, data) -> None:
                        f"{classes}; fix 'classes' under task.constraints in {space.source}")
 
 
-def counts(study: optuna.Study) -> dict[str, int]:
-    """Trials by outcome. ``failed`` are trials whose worker died or was stopped (their params are
-    queued again, so they are not counted as trained); ``training`` are trained candidates that a
-    worker is training right now."""
-    out = {"trained": 0, "rejected": 0, "pruned": 0, "duplicate": 0, "failed": 0, "meeting": 0, "training": 0}
-    for t in study.get_trials(deepcopy=False):
-        status = t.user_attrs.get("status")
-        if t.state == TrialState.FAIL:
-            out["failed"] += 1
-        elif t.state == TrialState.RUNNING:
-            out["training"] += bool(t.user_attrs.get("trained"))
-        elif status == "rejected":
-            out["rejected"] += 1
-        elif status == "duplicate":
-            out["duplicate"] += 1
-        elif t.user_attrs.get("trained") and t.state in TRAINED_STATES:
-            out["trained"] += 1
-            out["pruned"] += t.state == TrialState.PRUNED
-            out["meeting"] += bool(t.user_attrs.get("meets_target"))
-    return out
-
-
-def meeting(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trained trials that meet the target (and so every constraint), best first."""
-    found = [t for t in study.get_trials(deepcopy=False, states=TRAINED_STATES)
-             if t.user_attrs.get("meets_target") and t.user_attrs.get("status") != "duplicate"]
-    return sorted(found, key=lambda t: (-max(t.user_attrs["accuracies"]), t.user_attrs["params"]))
-
-
-def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial: Callable | None = None) -> Outcome:
-    """Run (or resume) the search until the study holds ``cfg.trials`` trained candidates.
+def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial: Callable | None = None,
+        on_run: Callable | None = None) -> Outcome:
+    """Run (or resume) the search until the study holds ``cfg.trials`` trained candidates, then
+    confirm the cheapest candidates whose validation accuracy reached the target (``cfg.confirm``).
 
     Everything the user can get wrong (space, enqueued designs, data, results folder, storage) is
     checked before the study is created or changed.
     """
-    require_feasible(feasibility(cfg.space, samples=1000, seed=cfg.seed))
+    warning = require_feasible(feasibility(cfg.space, samples=1000, seed=cfg.seed))
+    if warning:  # a large space where sampling found nothing: not proof, so the search goes on
+        print(warning, file=sys.stderr, flush=True)
     fixed = [point(cfg.space, design) for design in cfg.enqueue]
     train_config(cfg)
     if data is None:
         data = load_data(cfg)
-    _check_data(cfg, data)
+    check_data(cfg.space, data)
     studies.writable(studies.study_dir(cfg.name, cfg.results) / "weights")
     study = open_study(cfg)
-    if hasattr(data, "mean"):  # an exported model needs its inputs prepared the same way
-        study.set_user_attr("input_norm", {"mean": list(data.mean), "std": list(data.std)})
+    study.set_user_attr("input_norm", {"mean": list(data.mean), "std": list(data.std)})  # for exported models
+    search_data = validation_data(study, data, cfg.train_limit, cfg.seed)
     for params, design in fixed:
-        study.enqueue_trial(params, user_attrs={"design": design}, skip_if_exists=True)
-    outcome = Outcome(study)
-    start, here = time.perf_counter(), {"rejected": 0, "trained": 0, "nan": 0}
-    deadline = start + cfg.timeout if cfg.timeout else None
+        study.enqueue_trial(cfg.space.encode(params), user_attrs={"design": design}, skip_if_exists=True)
+    start = time.perf_counter()
+    with Stop() as stop:
+        _optimize(cfg, study, Objective(cfg, search_data, stop, train_fn), stop, on_trial)
+    outcome = _outcome(study, cfg)
+    outcome.interrupted = stop.requested
+    outcome.seconds = time.perf_counter() - start
+    if cfg.confirm and not outcome.interrupted:
+        from .confirm import confirm
+        outcome.confirmed = confirm(cfg, study, data, train_fn, on_run)
+        outcome.interrupted = outcome.confirmed.interrupted
+    return outcome
+
+
+def _optimize(cfg: SearchConfig, study: optuna.Study, objective: Objective, stop: Stop,
+              on_trial: Callable | None) -> None:
+    """Start trials until the study holds enough trained ones (or time, Ctrl-C or NaNs stop it)."""
+    here = {"rejected": 0, "trained": 0, "nan": 0}
+    deadline = time.perf_counter() + cfg.timeout if cfg.timeout else None
     max_rejections = 200 * cfg.trials + 1000
     diverged: list[str] = []
 
@@ -430,53 +370,51 @@ def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial
         if stop.requested or diverged or here["rejected"] >= max_rejections or not _to_start(study, cfg.trials):
             study.stop()
 
-    with _Stop() as stop:
-        objective = Objective(cfg, data, stop, train_fn)
-        poll = objective.poll
-        while not (stop.requested or diverged or here["rejected"] >= max_rejections):
-            left = None if deadline is None else deadline - time.perf_counter()
-            if left is not None and left <= 0:
+    while not (stop.requested or diverged or here["rejected"] >= max_rejections):
+        left = None if deadline is None else deadline - time.perf_counter()
+        if left is not None and left <= 0:
+            break
+        try:
+            studies.fail_stale(study)  # a dead worker's trial is queued again before we count
+            if _to_start(study, cfg.trials):
+                try:
+                    study.optimize(objective, timeout=left, callbacks=[after_trial], catch=(Interrupted,),
+                                   gc_after_trial=False)
+                except ValueError as err:
+                    # Our heartbeat lapsed (a stalled machine) and another worker failed the trial and
+                    # queued it again: Optuna cannot tell it. Drop it and go on; the copy gets trained.
+                    if "Cannot tell a FAIL trial" not in str(err):
+                        raise
+            elif counts(study)["training"] and studies.heartbeat_enabled(study):
+                time.sleep(objective.poll)  # others still train: their results (or their failure) may need us
+            else:
                 break
-            try:
-                studies.fail_stale(study)  # a dead worker's trial is queued again before we count
-                if _to_start(study, cfg.trials):
-                    try:
-                        study.optimize(objective, timeout=left, callbacks=[after_trial], catch=(_Interrupted,),
-                                       gc_after_trial=False)
-                    except ValueError as err:
-                        # Our heartbeat lapsed (a stalled machine) and another worker failed the trial and
-                        # queued it again: Optuna cannot tell it. Drop it and go on; the copy gets trained.
-                        if "Cannot tell a FAIL trial" not in str(err):
-                            raise
-                elif counts(study)["training"] and studies.heartbeat_enabled(study):
-                    time.sleep(poll)  # others still train: their results (or their failure) may need us
-                else:
-                    break
-            except Exception:
-                lost = studies.lost_connection(study)
-                if lost is not None:
-                    raise lost from None
-                raise
+        except Exception:
+            lost = studies.lost_connection(study)
+            if lost is not None:
+                raise lost from None
+            raise
     if diverged:
         why = diverged[0].split(":")[0] or "the loss became NaN"
         raise NasError(f"every candidate trained in this run diverged ({why}); lower 'lr' under 'train:' in "
                        f"{cfg.space.source} and rerun the same command")
-    outcome.interrupted = stop.requested
-    outcome.seconds = time.perf_counter() - start
+
+
+def _outcome(study: optuna.Study, cfg: SearchConfig) -> Outcome:
     c = counts(study)
-    outcome.trained, outcome.rejected, outcome.pruned, outcome.duplicates = c["trained"], c["rejected"], c["pruned"], c["duplicate"]
-    outcome.failed = c["failed"]
-    outcome.check_ms = [t.user_attrs["check_ms"] for t in study.get_trials(deepcopy=False) if "check_ms" in t.user_attrs]
-    outcome.meeting = meeting(study)
-    return outcome
+    return Outcome(study, trained=c["trained"], rejected=c["rejected"], pruned=c["pruned"],
+                   duplicates=c["duplicate"], failed=c["failed"], reached=c["reached"],
+                   check_ms=[t.user_attrs["check_ms"] for t in study.get_trials(deepcopy=False)
+                             if "check_ms" in t.user_attrs],
+                   front=trials.front(study, cfg.space.task.cost))
 
 
-def _to_start(study: optuna.Study, trials: int) -> bool:
+def _to_start(study: optuna.Study, wanted: int) -> bool:
     """Whether to start another trial: one is queued, or the trained ones (counting those other
-    workers train now, when dead workers are detected) are fewer than ``trials``."""
+    workers train now, when dead workers are detected) are fewer than ``wanted``."""
     c = counts(study)
     training = c["training"] if studies.heartbeat_enabled(study) else 0
-    return _queued(study) or c["trained"] + training < trials
+    return _queued(study) or c["trained"] + training < wanted
 
 
 def _queued(study: optuna.Study) -> bool:
@@ -484,10 +422,22 @@ def _queued(study: optuna.Study) -> bool:
 
 
 def load_data(cfg: SearchConfig):
+    """The task's whole dataset (training and test images) on the training device."""
     from . import data as datasets
     from .train import pick_device
-    data = datasets.load(cfg.space.task.dataset, data_dir=cfg.data_dir, device=pick_device(cfg.device))
-    return data.subset(train=cfg.train_limit, seed=cfg.seed) if cfg.train_limit else data
+    return datasets.load(cfg.space.task.dataset, data_dir=cfg.data_dir, device=pick_device(cfg.device))
+
+
+def check_data(space: Space, data) -> None:
+    """The dataset must fit the space: image shape and, when the task names it, the number of classes."""
+    shape = tuple(data.shape)
+    if shape != tuple(space.input):
+        raise NasError(f"dataset {space.task.dataset} has images of shape {list(shape)} but space {space.name} "
+                       f"takes input {list(space.input)}; fix 'input:' in {space.source} or use the matching dataset")
+    classes, found = space.task.constraints.classes, data.num_classes
+    if classes is not None and classes != found:
+        raise NasError(f"dataset {space.task.dataset} has {found} classes but space {space.name} asks for "
+                       f"{classes}; fix 'classes' under task.constraints in {space.source}")
 
 
 def save_spec(study_name: str, trial: optuna.trial.FrozenTrial, results: Path | None = None) -> Path:
@@ -498,22 +448,30 @@ def save_spec(study_name: str, trial: optuna.trial.FrozenTrial, results: Path | 
 
 
 def describe(outcome: Outcome, cfg: SearchConfig) -> list[str]:
-    """The end-of-search lines: counts, then every candidate that meets the target."""
-    ms = outcome.check_ms
+    """The end-of-search lines: counts, the validation front, then what confirmation found."""
+    ms, task = outcome.check_ms, cfg.space.task
     lines = [f"study {cfg.name}: {outcome.trained} trained ({outcome.pruned} pruned), "
              f"{outcome.rejected} rejected before training"
              + (f" (check median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms)" if ms else "")
              + f", {outcome.duplicates} duplicates"
              + (f", {outcome.failed} failed (workers stopped or lost)" if outcome.failed else "")
              + f"; {outcome.seconds:.0f} s this run"]
-    if not outcome.meeting:
-        lines.append(f"no candidate meets the target {cfg.space.task.target:.2%} yet")
-        return lines
-    lines.append(f"candidates meeting the target {cfg.space.task.target:.2%}:")
-    for t in outcome.meeting:
-        accs = t.user_attrs["accuracies"]
+    if not outcome.front:
+        return lines + ["no trained candidate on the front yet"]
+    lines.append(f"front (validation accuracy against {task.cost}; target {task.target:.2%}):")
+    for t in outcome.front:
+        a = t.user_attrs
         path = save_spec(cfg.name, t, cfg.results)
-        lines.append(f"  trial {t.number:>3}  {t.user_attrs['params']:>7,} params  RF {t.user_attrs['rf']:>3}  "
-                     f"target met at epoch {t.user_attrs['target_epoch']}  accuracy {accs[-1]:.4f}  {path}")
+        reached = "  reached the target" if trials.val_accuracy(t) >= task.target else ""
+        lines.append(f"  trial {t.number:>3}  {_cost(a, task.cost):>14}  RF {a['rf']:>3}  "
+                     f"val {trials.val_accuracy(t):.2%}{reached}  {path}")
+    if outcome.confirmed is not None:
+        lines += outcome.confirmed.lines()
     return lines
 
+
+def _cost(attrs: dict, cost: str) -> str:
+    value = attrs.get(cost)
+    if cost == "latency":
+        return f"{value * 1e6:,.1f} us/image"
+    return f"{value:,} {cost}"

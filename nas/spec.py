@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from . import ops
-from .errors import NasError, SpecError
+from .errors import SpecError
 
 
 @dataclass(frozen=True)
@@ -137,17 +137,9 @@ class Spec:
 
     @classmethod
     def load(cls, path: str | Path) -> "Spec":
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise NasError(f"cannot read spec file {path}: {err.strerror}; check the path") from None
-        try:
-            data = yaml.safe_load(text)  # JSON is YAML too
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise NasError(f"{path}: not valid YAML{where}; fix the syntax") from None
+        from .yamlfile import read_yaml  # JSON is YAML too
+
+        data = read_yaml(path, "spec file")
         try:
             return cls.from_dict(data)
         except SpecError as err:

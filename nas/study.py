@@ -2,28 +2,11 @@
 
 A study is an Optuna study. ``--storage`` takes any URL Optuna does (``sqlite:///...``,
 ``postgresql://...``) or ``journal:PATH`` for Optuna's journal file (several processes on one
-machine). The default is ``sqlite:///results/studies.db``; each study's files (weights, specs,
-reports) go under ``results/<study>/``.
+machine). The default is ``sqlite:///runs/studies.db`` (``$NAS_RESULTS/studies.db``); each study's
+files (weights, specs, reports) go under ``runs/<study>/``. The repository's ``results/`` holds the
+shipped example studies: read them with ``--results results``.
 
-Trial user attributes written by the search (read by report and export):
-
-=================  =============================================================================
-``spec``           the candidate's spec (``Spec.to_dict()``)
-``fingerprint``    hash of the net itself, to spot the same net reached from other choices
-``params``, ``rf``, ``macs``, ``features``   the analysis figures
-``failures``       constraints that fail (empty when feasible)
-``check_ms``       time to build and check the candidate, before any training
-``status``         rejected | duplicate | target_met | complete | pruned | nan | interrupted
-``trained``        True when the candidate was trained (even partly)
-``accuracies``     test accuracy after each epoch
-``target_epoch``   first epoch at which the target was met, or None
-``seconds``        training wall time
-``meets_target``   feasible and target met
-``weights``        state_dict file, relative to ``results/<study>/``
-``design``         documented design name, for fixed trials
-``worker``         ``host:pid`` of the worker that ran the trial (feasible candidates)
-``retry_of``       for a trial re-queued because its worker died: the number of the trial it repeats
-=================  =============================================================================
+What each trial records, and what "best" means, is :mod:`nas.trials`.
 
 Several workers: RDB storages (SQLite, PostgreSQL) record a heartbeat for each running trial every
 ``NAS_HEARTBEAT_SECONDS`` (default 20); a trial whose heartbeat is older than ``NAS_GRACE_SECONDS``
@@ -47,8 +30,10 @@ from optuna.exceptions import ExperimentalWarning, StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from .errors import NasError
+from .trials import CONFIRM_SUFFIX, carried
 
-RESULTS = Path(os.environ.get("NAS_RESULTS", "results"))
+# A user's studies go to runs/ (git-ignored); results/ holds the shipped, read-only examples.
+RESULTS = Path(os.environ.get("NAS_RESULTS", "runs"))
 DEFAULT_STORAGE = f"sqlite:///{RESULTS / 'studies.db'}"
 HEARTBEAT_SECONDS = 20
 GRACE_SECONDS = 60
@@ -115,11 +100,6 @@ def heartbeat_settings() -> tuple[int, int]:
         raise NasError(f"NAS_GRACE_SECONDS={grace} must be longer than NAS_HEARTBEAT_SECONDS={interval} "
                        "(3 times is a good choice), or a live worker's trial is taken for a dead one")
     return interval, grace
-
-
-def carried(user_attrs: dict) -> dict:
-    """What a re-queued trial keeps of the one it repeats: the documented design it was enqueued as."""
-    return {k: v for k, v in user_attrs.items() if k == "design"}
 
 
 class _RetryStale(RetryHeartbeatStaleTrialCallback):
@@ -286,7 +266,7 @@ def study_dir(study_name: str, results: Path | None = None) -> Path:
     return (results or RESULTS) / study_name
 
 
-def load(study_name: str | None, url: str | None = None) -> optuna.Study:
+def load(study_name: str | None, url: str | None = None, heartbeat: bool = False) -> optuna.Study:
     """An existing study; ``study_name`` may be None when the storage holds exactly one.
 
     A missing database file is an error here: Optuna would silently create an empty one.
@@ -295,8 +275,9 @@ def load(study_name: str | None, url: str | None = None) -> optuna.Study:
     for prefix in ("sqlite:///", "journal:"):
         if url.startswith(prefix) and not Path(url[len(prefix):]).is_file():
             raise NasError(f"no study database at {url[len(prefix):]}; run `nas search` first, or pass --storage URL")
-    store = storage(url, heartbeat=False)
-    names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+    store = storage(url, heartbeat=heartbeat)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)
+             if not s.study_name.endswith(CONFIRM_SUFFIX)]  # a study's confirmation runs are part of it
     if study_name is None:
         if len(names) != 1:
             raise NasError(f"storage {_redact(url or DEFAULT_STORAGE)} holds {len(names)} studies "

@@ -28,7 +28,7 @@ import contextlib
 import ctypes
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import torch
@@ -74,12 +74,68 @@ class TrainConfig:
     bn_recalibrate: int = 10000  # before each test, re-estimate BatchNorm statistics on this many clean training images
     # Large eval batches are slower on a CPU: their activations outgrow the cache and glibc's heap.
     eval_batch_size: int | None = None  # None: the training batch size
-    progress: bool = True
+    # False: evaluate once, after the last epoch (a confirmation reads the test set only there)
+    eval_each_epoch: bool = True
+    progress: bool | None = None  # a progress bar; None: only when stderr is a terminal
+
+
+# What each setting may be: (kind, lowest, highest, lowest excluded). Checked once, for every caller.
+_RANGES = {
+    "epochs": (int, 1, None, False), "batch_size": (int, 1, None, False), "lr": (float, 0, None, True),
+    "momentum": (float, 0, 1, False), "weight_decay": (float, 0, 1, False), "label_smoothing": (float, 0, 1, False),
+    "warmup": (float, 0, 1, False), "seed": (int, 0, None, False), "shift": (int, 0, 16, False),
+    "rotate": (float, 0, 180, False), "crop_padding": (int, 0, 16, False), "cutout": (int, 0, None, False),
+    "ema": (float, 0, 1, False), "bn_recalibrate": (int, 0, None, False), "eval_batch_size": (int, 1, None, False),
+    "target": (float, 0, 1, True),
+}
+_CHOICES = {"augment_policy": ("auto", "shift", "crop_flip")}
+
+
+def settings(options: dict | None = None, source: str = "trainer settings", **fixed) -> "TrainConfig":
+    """A checked :class:`TrainConfig` from user ``options`` (a space's ``train:``, command-line
+    flags, a benchmark's schedule) and the caller's ``fixed`` fields; the one builder all of them share.
+
+    >>> settings({"lr": 0.05}, epochs=3).lr
+    0.05
+    >>> settings({"lr": "fast"}, source="space.yaml: train")
+    Traceback (most recent call last):
+    nas.errors.NasError: space.yaml: train: lr must be a number above 0, got 'fast'
+    """
+    merged = {**(options or {}), **fixed}
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise NasError(f"{source}: unknown setting {unknown[0]!r}; use fields of nas.train.TrainConfig "
+                       f"({', '.join(sorted(known))})")
+    for name, value in merged.items():
+        problem = _bad_setting(name, value)
+        if problem:
+            raise NasError(f"{source}: {name} must be {problem}, got {value!r}")
+    return TrainConfig(**merged)
+
+
+def _bad_setting(name: str, value) -> str:
+    """What ``value`` should have been for setting ``name``, or '' if it is fine."""
+    if name in _CHOICES:
+        return "" if value in _CHOICES[name] else "one of " + ", ".join(_CHOICES[name])
+    if name not in _RANGES:
+        kind = {f.name: f.type for f in fields(TrainConfig)}[name]
+        return "true or false" if kind == "bool" and not isinstance(value, bool) else ""
+    if value is None and name in ("eval_batch_size", "target"):
+        return ""
+    kind, low, high, open_low = _RANGES[name]
+    what = ("a whole number" if kind is int else "a number") + (f" above {low}" if open_low else f" of at least {low}")
+    what += f" and at most {high}" if high is not None else ""
+    ok_type = isinstance(value, int) if kind is int else isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(value, bool) or not ok_type:
+        return what
+    too_low = value <= low if open_low else value < low
+    return what if too_low or (high is not None and value > high) else ""
 
 
 @dataclass
 class TrainResult:
-    accuracies: list[float] = field(default_factory=list)  # test accuracy after each epoch, 0..1
+    accuracies: list[float] = field(default_factory=list)  # accuracy on the evaluation images after each evaluated epoch
     losses: list[float] = field(default_factory=list)  # mean training loss of each epoch
     epoch_seconds: list[float] = field(default_factory=list)  # each epoch's wall time, evaluation included
     seconds: float = 0.0
@@ -349,9 +405,12 @@ def _keep_freed_memory() -> None:
 
 def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
           on_epoch: OnEpoch | None = None) -> TrainResult:
-    """Train ``model`` on ``data`` for ``config.epochs`` epochs, testing after each one.
+    """Train ``model`` on ``data.x_train`` for ``config.epochs`` epochs, evaluating on ``data.x_test``
+    after each one (or only after the last, with ``eval_each_epoch=False``). A search passes data
+    whose evaluation part is a validation split (:meth:`TensorData.held_out`).
 
-    ``on_epoch(epoch, accuracy)`` runs after each epoch's test (epoch counts from 1); returning
+    ``on_epoch(epoch, accuracy)`` runs after each epoch (epoch counts from 1; ``accuracy`` is None
+    for an epoch that was not evaluated); returning
     True stops training with status ``"stopped"``. With ``config.target`` set, the first epoch that
     reaches it is recorded, and ``stop_at_target`` ends the run there (status ``"target_met"``).
     A non-finite loss ends the run with status ``"nan"``. Ctrl-C propagates.
@@ -394,6 +453,12 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
             if steps.message:
                 result.status, result.message = "nan", steps.message
                 break
+            if not (config.eval_each_epoch or epoch == config.epochs):
+                result.epoch_seconds.append(time.perf_counter() - t0)
+                if on_epoch is not None and on_epoch(epoch, None):
+                    result.status, result.message = "stopped", f"stopped by the caller after epoch {epoch}"
+                    break
+                continue
             with ema.swapped_in() if ema is not None else contextlib.nullcontext():
                 if config.bn_recalibrate:
                     recalibrate_bn(net, data.x_train[recal_idx], norm, eval_bs, config.bf16)
@@ -401,7 +466,7 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
             result.accuracies.append(accuracy)
             result.losses.append(losses.mean().item())
             result.epoch_seconds.append(time.perf_counter() - t0)
-            bar.set_postfix_str(f"epoch {epoch} test {accuracy:.4f}")
+            bar.set_postfix_str(f"epoch {epoch} eval {accuracy:.4f}")
             met = config.target is not None and accuracy >= config.target and result.target_epoch is None
             if met:
                 result.target_epoch = epoch
@@ -481,11 +546,36 @@ class _NoBar:
     def close(self) -> None: ...
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled:
+def _progress(total: int, enabled: bool | None):
+    import sys
+
+    if not (sys.stderr.isatty() if enabled is None else enabled):
         return _NoBar()
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)
     bar.enabled = True
     return bar
+
+
+def latency(model: nn.Module, input_shape, device: str = "auto", batch: int = 64, repeats: int = 5) -> float:
+    """Seconds per image of an inference pass on ``device``: the median of ``repeats`` timed batches.
+
+    Measured in the memory format the trainer uses, after one untimed batch (a warm-up).
+    """
+    dev = pick_device(device)
+    model = model.to(device=dev, memory_format=torch.channels_last).eval()
+    x = torch.randn(batch, *input_shape, device=dev).contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            model(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i:
+                times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2] / batch

@@ -15,7 +15,8 @@ from nas.space import Space
 
 SPACE = {
     "name": "rep",
-    "task": {"dataset": None, "target": 0.99, "max_epochs": 2, "constraints": {"max_params": 3000, "classes": 2}},
+    "task": {"dataset": None, "target": 0.99, "max_epochs": 2, "validation": 48,
+             "constraints": {"max_params": 3000, "classes": 2}},
     "train": {"batch_size": 32},
     "input": [1, 12, 12],
     "choices": {"w": [2, 4, 6, 8, 12, 16], "k": [3, 5], "pool": ["maxpool", "avgpool"], "drop": [0.0, 0.1]},
@@ -56,7 +57,7 @@ def one_thread(monkeypatch, tmp_path):
 
 def search(space: Space, folder, seed: int, trials: int, name: str = "rep") -> list[tuple]:
     cfg = SearchConfig(space, study_name=name, storage=f"sqlite:///{folder}/s.db", trials=trials, seed=seed,
-                       results=folder)
+                       results=folder, confirm=0)
     run(cfg)
     study = optuna.load_study(study_name=name, storage=cfg.storage)
     return [(t.params, t.user_attrs.get("status"), t.user_attrs.get("accuracies")) for t in study.trials]

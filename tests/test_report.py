@@ -10,13 +10,14 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 from PIL import Image
 
-from nas import report
+from nas import report, trials
+from nas.confirm import existing
 from nas import study as studies
 from nas.cli import main
 from nas.errors import NasError
 from nas.search import SearchConfig, run
 from nas.space import Space
-from toys import SPACE, FakeTrainer
+from toys import SPACE, FakeTrainer, tiny_data
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -29,13 +30,15 @@ def searched(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
     cfg = SearchConfig(Space.from_dict(SPACE), storage=f"sqlite:///{tmp}/s.db", results=tmp, trials=8,
                        enqueue=("small_one",))
-    run(cfg, data=object(), train_fn=FakeTrainer())
+    run(cfg, data=tiny_data(), train_fn=FakeTrainer())
     return optuna.load_study(study_name="toy", storage=cfg.storage), cfg.storage, tmp
 
 
 def test_frame_has_one_row_per_trial_read_from_its_attributes(searched):
     study, _, _ = searched
     df = report.trials_frame(study)
+    found = trials.confirmations(existing(study))
+    assert found, "the fixture's search ends with confirmation"
     assert list(df.columns) == report.COLUMNS
     assert sorted(df.trial) == [t.number for t in study.trials]
     for t in study.trials:
@@ -45,13 +48,19 @@ def test_frame_has_one_row_per_trial_read_from_its_attributes(searched):
         assert (row.params, row.rf, row.macs) == (a["params"], a["rf"], a["macs"])
         assert row.epochs == len(accs)
         assert row.meets_constraints == (not a["failures"])
-        assert row.meets_target == bool(a.get("meets_target"))
+        assert row.reached_target == bool(a.get("reached_target"))
         assert row.choices == " ".join(f"{k}={v}" for k, v in t.params.items())
+        c = found.get(a.get("fingerprint")) if a["status"] != "duplicate" else None
+        if c is None:
+            assert pd.isna(row.meets_target) and math.isnan(row.test_mean) and row.seeds == ""
+        else:  # test figures come from the confirmation runs, never from the search trial
+            assert row.meets_target == c.meets(0.95) and row.test_mean == c.mean and row.test_min == c.min
+            assert row.seeds == f"{c.passed(0.95)}/3"
         if a.get("trained"):
-            assert (row.best_acc, row.final_acc, row.seconds) == (max(accs), accs[-1], a["seconds"])
+            assert (row.val_acc, row.seconds) == (accs[-1], a["seconds"])
             assert (pd.isna(row.target_epoch) and a["target_epoch"] is None) or row.target_epoch == a["target_epoch"]
         else:
-            assert math.isnan(row.best_acc) and row.epochs == 0
+            assert math.isnan(row.val_acc) and row.epochs == 0
     statuses = set(df.status)
     assert {"rejected", "target_met", "pruned"} <= statuses
     assert (df[df.status == "rejected"].note == "fails params < 300").all()
@@ -60,11 +69,11 @@ def test_frame_has_one_row_per_trial_read_from_its_attributes(searched):
 
 def test_frame_puts_the_answers_first_and_rejected_last(searched):
     df = report.trials_frame(searched[0])
-    meets = df.meets_target.tolist()
-    assert meets == sorted(meets, reverse=True)
-    accs = df[df.meets_target].best_acc.tolist()
+    meets = df.meets_target.fillna(False).tolist()
+    assert meets[0] and meets == sorted(meets, reverse=True)
+    accs = df[~df.meets_target.fillna(False)].val_acc.dropna().tolist()
     assert accs == sorted(accs, reverse=True)
-    assert df.best_acc.isna().tolist() == sorted(df.best_acc.isna().tolist())  # untrained at the bottom
+    assert df.val_acc.isna().tolist() == sorted(df.val_acc.isna().tolist())  # untrained at the bottom
     assert "rejected" not in set(report.without_rejected(df).status)
 
 
@@ -100,13 +109,16 @@ def test_summary_counts_and_best(searched):
     counts = df.status.value_counts()
     assert lines[1] == f"{len(df)} trials: " + ", ".join(
         f"{counts[s]} {s}" for s in report.STATUS_ORDER if s in counts)
-    best = df.iloc[0]
-    assert lines[2].startswith(f"best: trial {best.trial}, {best.best_acc:.2%} with {best.params:,} params")
+    front = df[df.on_front].sort_values("params")
+    assert lines[2].startswith(f"front: {len(front)} trials (validation accuracy against params)")
+    best = trials.best(trials.confirmations(existing(study)), 0.95)
+    assert lines[-1] == f"best: {best.line(0.95)}" and best.meets(0.95)
+    assert df.iloc[0].test_mean == best.mean  # the answer heads the table
 
 
 def varied_study(storage=None) -> optuna.Study:
     """Every status by hand, including those a fake run does not reach: NaN, interrupted, failed, running."""
-    study = optuna.create_study(study_name="varied", storage=storage, direction="maximize")
+    study = optuna.create_study(study_name="varied", storage=storage, directions=["maximize", "minimize"])
     study.set_user_attr("target", 0.99)
     study.set_user_attr("max_epochs", 3)
     study.set_user_attr("constraints", {"max_params": 20000})
@@ -114,21 +126,22 @@ def varied_study(storage=None) -> optuna.Study:
 
     def add(state, w, value=None, **attrs):
         base = {"params": w * 1000, "rf": 20, "macs": w * 50000, "failures": []}
-        study.add_trial(create_trial(state=state, value=value, params={"w": w}, distributions=dist,
+        values = None if value is None else [value, w * 1000]
+        study.add_trial(create_trial(state=state, values=values, params={"w": w}, distributions=dist,
                                      user_attrs={**base, **attrs}))
 
     add(TrialState.COMPLETE, 8, 0.992, status="target_met", trained=True, accuracies=[0.985, 0.992],
-        target_epoch=2, seconds=20.0, meets_target=True, design="seed001")
+        target_epoch=2, seconds=20.0, reached_target=True, design="seed001")
     add(TrialState.COMPLETE, 4, 0.98, status="complete", trained=True, accuracies=[0.97, 0.975, 0.98],
-        target_epoch=None, seconds=30.0, meets_target=False)
+        target_epoch=None, seconds=30.0, reached_target=False)
     add(TrialState.PRUNED, 16, status="nan", trained=True, accuracies=[0.1135], target_epoch=None,
-        seconds=9.0, meets_target=False, message="loss became NaN at epoch 1")
+        seconds=9.0, reached_target=False, message="loss became NaN at epoch 1")
     add(TrialState.FAIL, 16, status="interrupted", trained=True, accuracies=[0.95], seconds=10.0)
     add(TrialState.COMPLETE, 8, 0.992, status="duplicate", duplicate_of=0)
     add(TrialState.COMPLETE, 64, 0.0, status="rejected", failures=["params < 20,000"])
     add(TrialState.FAIL, 4)
     add(TrialState.COMPLETE, 4, 0.98, status="complete", trained=True, accuracies=[0.98], target_epoch=None,
-        seconds=10.0, meets_target=False, retry_of=1)
+        seconds=10.0, reached_target=False, retry_of=1)
     return study
 
 
@@ -138,7 +151,7 @@ def test_every_status_gets_a_row_and_a_note():
     assert by_trial.status.to_dict() == {0: "target_met", 1: "complete", 2: "nan", 3: "interrupted",
                                          4: "duplicate", 5: "rejected", 6: "fail", 7: "complete"}
     assert by_trial.loc[2, "note"] == "loss became NaN at epoch 1"
-    assert by_trial.loc[4, "note"] == "same net as trial 0" and math.isnan(by_trial.loc[4, "best_acc"])
+    assert by_trial.loc[4, "note"] == "same net as trial 0" and math.isnan(by_trial.loc[4, "val_acc"])
     assert by_trial.loc[7, "note"] == "repeats trial 1, whose worker died"
     assert by_trial.loc[0, "design"] == "seed001" and by_trial.loc[0, "target_epoch"] == 2
     assert df.trial.tolist()[0] == 0
@@ -147,8 +160,8 @@ def test_every_status_gets_a_row_and_a_note():
 def test_reports_of_studies_with_no_trained_trial(tmp_path):
     for name, fill in (("empty", lambda s: None),
                        ("only_rejected", lambda s: s.add_trial(create_trial(
-                           value=0.0, user_attrs={"status": "rejected", "params": 5, "failures": ["x"]})))):
-        study = optuna.create_study(study_name=name, direction="maximize")
+                           values=[0.0, 5], user_attrs={"status": "rejected", "params": 5, "failures": ["x"]})))):
+        study = optuna.create_study(study_name=name, directions=["maximize", "minimize"])
         fill(study)
         paths = report.write(study, tmp_path / name)
         assert all(p.stat().st_size > 10_000 for k, p in paths.items() if k in PNGS)
@@ -161,9 +174,11 @@ def test_varied_study_plots(tmp_path):
     assert all(paths[name].stat().st_size > 30_000 for name in PNGS)
 
 
-def test_pareto_front_keeps_only_unbeaten_trials():
-    df = pd.DataFrame({"trial": [0, 1, 2, 3], "params": [100, 200, 300, 150], "best_acc": [0.9, 0.95, 0.94, 0.89]})
-    assert report._pareto(df).trial.tolist() == [0, 1]
+def test_front_column_marks_the_unbeaten_trials():
+    df = report.trials_frame(varied_study())
+    # 4,000 params at 98% (trial 1; trial 7 ties it, later) and 8,000 at 99.2%; the NaN and the rest are not
+    assert sorted(df[df.on_front].trial) == [0, 1]
+    assert "◆" in report.format_table(df)
 
 
 def test_markdown_escapes_pipes():

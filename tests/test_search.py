@@ -8,17 +8,18 @@ from nas.analysis import analyse
 from nas.errors import NasError
 from nas.search import SearchConfig, TargetPruner, counts, enqueue, open_study, run
 from nas.space import Space
-from toys import SPACE, FakeTrainer
+from toys import SPACE, FakeTrainer, tiny_data
 
 def config(tmp_path, **kw):
     kw.setdefault("trials", 4)
+    kw.setdefault("confirm", 0)  # confirmation has tests of its own (test_confirm.py)
     return SearchConfig(Space.from_dict(SPACE), storage=f"sqlite:///{tmp_path}/s.db", results=tmp_path, **kw)
 
 
 def test_rejected_candidates_never_train_and_everything_is_recorded(tmp_path):
     fake = FakeTrainer()
     cfg = config(tmp_path, trials=5)
-    out = run(cfg, data=object(), train_fn=fake)
+    out = run(cfg, data=tiny_data(), train_fn=fake)
     study = optuna.load_study(study_name="toy", storage=cfg.storage)
     trials = study.get_trials()
     rejected = [t for t in trials if t.user_attrs.get("status") == "rejected"]
@@ -34,32 +35,36 @@ def test_rejected_candidates_never_train_and_everything_is_recorded(tmp_path):
         assert a["params"] == analyse(__import__("nas.spec", fromlist=["Spec"]).Spec.from_dict(a["spec"])).params
         assert a["accuracies"] and a["status"] in ("target_met", "complete", "pruned")
         assert (tmp_path / "toy" / a["weights"]).is_file()
-        assert list(t.intermediate_values.values()) == a["accuracies"]
+        if t.state == TrialState.COMPLETE:  # the two objectives: validation accuracy, params
+            assert t.values == [a["accuracies"][-1], a["params"]]
 
 
 def test_pruner_decisions():
     pruner = TargetPruner(target=0.99, max_epochs=10, warmup=1, slack=0.003, decay=0.5)
-    study = optuna.create_study(direction="maximize")
+    study = optuna.create_study(directions=["maximize", "minimize"])
 
-    def frozen(values, meets=False, state=TrialState.COMPLETE):
-        return optuna.trial.create_trial(state=state, value=values[-1] if state == TrialState.COMPLETE else None,
-                                         intermediate_values=dict(enumerate(values, start=1)),
-                                         user_attrs={"meets_target": meets})
+    def done(values, reached=False):
+        return optuna.trial.create_trial(values=[values[-1], 100],
+                                         user_attrs={"reached_target": reached, "accuracies": values})
 
+    refs = lambda: pruner.references(study)  # noqa: E731
     # out of reach: 50% error after 8 of 10 epochs cannot shrink to 1% even halving each epoch
-    assert pruner.prune(study, frozen([0.3, 0.4, 0.45, 0.5, 0.5, 0.5, 0.5, 0.5], state=TrialState.RUNNING))
+    assert pruner.hopeless([0.3, 0.4, 0.45, 0.5, 0.5, 0.5, 0.5, 0.5], refs())
     # early, no reference yet: keep
-    assert not pruner.prune(study, frozen([0.5], state=TrialState.RUNNING))
-    study.add_trial(frozen([0.97, 0.985, 0.991], meets=True))
-    assert pruner.prune(study, frozen([0.96, 0.975], state=TrialState.RUNNING))  # behind the reference
-    assert not pruner.prune(study, frozen([0.96, 0.984], state=TrialState.RUNNING))  # within the slack
-    assert not pruner.prune(study, frozen([0.96, 0.975, 0.98, 0.985], state=TrialState.RUNNING))  # no ref at 4
+    assert not pruner.hopeless([0.5], refs())
+    study.add_trial(done([0.97, 0.985, 0.991], reached=True))
+    study.add_trial(done([0.5, 0.6, 0.7]))  # did not reach the target: no reference
+    assert refs() == [[0.97, 0.985, 0.991]]
+    assert pruner.hopeless([0.96, 0.975], refs())  # behind the reference
+    assert not pruner.hopeless([0.96, 0.984], refs())  # within the slack
+    assert not pruner.hopeless([0.96, 0.975, 0.98, 0.985], refs())  # no reference at epoch 4
+    assert not pruner.hopeless([0.1] * 10, refs())  # the last epoch ends the schedule anyway
 
 
 def test_hopeless_curves_are_pruned_in_a_search(tmp_path):
     fake = FakeTrainer()
     cfg = config(tmp_path, trials=12)
-    run(cfg, data=object(), train_fn=fake)
+    run(cfg, data=tiny_data(), train_fn=fake)
     study = optuna.load_study(study_name="toy", storage=cfg.storage)
     pruned = [t for t in study.get_trials() if t.state == TrialState.PRUNED and t.user_attrs.get("trained")]
     assert pruned and all(t.user_attrs["spec"]["blocks"]["f"][0]["conv"]["out"] in (2, 4) for t in pruned)
@@ -68,17 +73,17 @@ def test_hopeless_curves_are_pruned_in_a_search(tmp_path):
 
 def test_ctrl_c_stops_after_the_epoch_and_the_same_command_resumes(tmp_path):
     cfg = config(tmp_path, trials=3, enqueue=("small_one",))
-    out = run(cfg, data=object(), train_fn=FakeTrainer(interrupt_on_call=1))
+    out = run(cfg, data=tiny_data(), train_fn=FakeTrainer(interrupt_on_call=1))
     assert out.interrupted
     study = optuna.load_study(study_name="toy", storage=cfg.storage)
     first = study.trials[0]
     assert first.state == TrialState.FAIL and first.user_attrs["status"] == "interrupted"
     assert first.user_attrs["accuracies"] == [0.3]  # kept
     fake = FakeTrainer()
-    out = run(config(tmp_path, trials=3), data=object(), train_fn=fake)
+    out = run(config(tmp_path, trials=3), data=tiny_data(), train_fn=fake)
     assert not out.interrupted and out.trained == 3
     assert fake.calls[0] == 2  # the interrupted candidate is retrained first
-    assert run(config(tmp_path, trials=3), data=object(), train_fn=fake).trained == 3  # nothing more to do
+    assert run(config(tmp_path, trials=3), data=tiny_data(), train_fn=fake).trained == 3  # nothing more to do
     assert len(fake.calls) == 3
 
 
@@ -115,7 +120,7 @@ def test_infeasible_space_fails_before_any_trial(tmp_path):
     cfg = SearchConfig(Space.from_dict(data), storage=f"sqlite:///{tmp_path}/s.db", results=tmp_path)
     fake = FakeTrainer()
     with pytest.raises(NasError, match="fewest params in this space is .* >= 10"):
-        run(cfg, data=object(), train_fn=fake)
+        run(cfg, data=tiny_data(), train_fn=fake)
     assert fake.calls == []
 
 
@@ -124,7 +129,7 @@ def test_same_seed_samples_the_same_candidates(tmp_path):
     for run_dir in ("a", "b"):
         (tmp_path / run_dir).mkdir()
         cfg = config(tmp_path / run_dir, trials=4, seed=7)
-        run(cfg, data=object(), train_fn=FakeTrainer())
+        run(cfg, data=tiny_data(), train_fn=FakeTrainer())
         study = optuna.load_study(study_name="toy", storage=cfg.storage)
         picked.append([t.params for t in study.trials])
     assert picked[0] == picked[1]
@@ -132,6 +137,6 @@ def test_same_seed_samples_the_same_candidates(tmp_path):
 
 def test_counts(tmp_path):
     cfg = config(tmp_path, trials=4)
-    run(cfg, data=object(), train_fn=FakeTrainer())
+    run(cfg, data=tiny_data(), train_fn=FakeTrainer())
     c = counts(optuna.load_study(study_name="toy", storage=cfg.storage))
     assert c["trained"] == 4 and c["failed"] == 0

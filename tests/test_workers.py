@@ -20,6 +20,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from toys import tiny_data
 from optuna.trial import TrialState
 
 pytestmark = pytest.mark.slow
@@ -31,6 +32,7 @@ task:
   dataset: {data}
   target: 0.5
   max_epochs: 1
+  validation: 400
   constraints: {{max_params: 5000, classes: 2}}
 train: {{batch_size: {batch}}}
 input: [1, 16, 16]
@@ -234,7 +236,7 @@ def test_two_workers_share_one_study_without_duplicates_or_losses(pg, image_data
     data, cache = image_data
     url = pg.create_database("two_workers")
     space = write_space(tmp_path, data, batch=2)  # about 2 s a candidate: the workers overlap
-    args = ["search", "--space", str(space), "--trials", "6", "--storage", url, "--results", str(tmp_path / "res")]
+    args = ["search", "--space", str(space), "--trials", "6", "--storage", url, "--results", str(tmp_path / "res"), "--confirm", "0"]
     procs = [worker(args, tmp_path, cache) for _ in range(2)]  # the same command, at the same time
     results = [finish(p) for p in procs]
     for rc, out, err in results:
@@ -261,7 +263,7 @@ def test_killed_worker_trial_fails_and_is_retrained_by_another(pg, image_data, t
     data, cache = image_data
     url = pg.create_database("killed_worker")
     space = write_space(tmp_path, data, batch=1)  # slow training (seconds): time to kill the worker in it
-    args = ["search", "--space", str(space), "--trials", "2", "--storage", url, "--results", str(tmp_path / "res")]
+    args = ["search", "--space", str(space), "--trials", "2", "--storage", url, "--results", str(tmp_path / "res"), "--confirm", "0"]
     first = worker(args, tmp_path, cache)
     victim = wait_for_training(url, first)
     time.sleep(0.3)
@@ -293,7 +295,7 @@ def test_worker_rides_out_a_short_outage_and_stops_cleanly_on_a_long_one(pg, ima
     data, cache = image_data
     url = pg.create_database("outage")
     space = write_space(tmp_path, data, batch=4)
-    args = ["search", "--space", str(space), "--trials", "1", "--storage", url, "--results", str(tmp_path / "res")]
+    args = ["search", "--space", str(space), "--trials", "1", "--storage", url, "--results", str(tmp_path / "res"), "--confirm", "0"]
 
     # an outage while training: the worker retries its database calls, and finishes once it is back
     proc = worker(args, tmp_path, cache, NAS_DB_RETRY_SECONDS="60")
@@ -337,7 +339,7 @@ def test_journal_file_shares_a_study_on_one_machine_and_sigterm_stops_cleanly(im
     space = write_space(tmp_path, data, batch=2)
     journal = tmp_path / "studies.log"
     args = ["search", "--space", str(space), "--trials", "5", "--storage", f"journal:{journal}",
-            "--results", str(tmp_path / "res")]
+            "--results", str(tmp_path / "res"), "--confirm", "0"]
     first, second = worker(args, tmp_path, cache), worker(args, tmp_path, cache)
 
     def read():
@@ -383,7 +385,8 @@ def test_a_worker_whose_trial_was_taken_for_dead_carries_on(tmp_path):
         message: str = ""
 
     space = Space.from_dict({
-        "name": "toy", "task": {"dataset": "mnist", "target": 0.5, "max_epochs": 1, "constraints": {"classes": 2}},
+        "name": "toy", "task": {"dataset": "mnist", "target": 0.5, "max_epochs": 1, "validation": 10,
+                                "constraints": {"classes": 2}},
         "input": [1, 8, 8], "choices": {"w": [2, 4, 8]},
         "blocks": {"f": [{"conv": {"out": "$w"}}, "relu", {"pwconv": {"out": 2}}, "gap"]}})
     url = f"sqlite:///{tmp_path}/s.db"
@@ -399,8 +402,81 @@ def test_a_worker_whose_trial_was_taken_for_dead_carries_on(tmp_path):
         on_epoch(1, 0.9)
         return Result([0.9])
 
-    out = run(SearchConfig(space, storage=url, trials=2, results=tmp_path), data=object(), train_fn=train)
+    out = run(SearchConfig(space, storage=url, trials=2, results=tmp_path, confirm=0),
+              data=tiny_data(side=8, classes=2), train_fn=train)
     ts = optuna.load_study(study_name="toy", storage=url).trials
     assert ts[0].state == TrialState.FAIL and out.trained == 2 and out.failed == 1
     retry = next(t for t in ts if t.user_attrs.get("retry_of") == 0)
     assert retry.state == TrialState.COMPLETE and retry.params == ts[0].params and calls[1] == calls[0]
+
+
+# -- confirmation runs shared by workers -----------------------------------------------------------
+
+def confirm_runs(url: str) -> list[optuna.trial.FrozenTrial]:
+    from nas import study as studies
+
+    return optuna.load_study(study_name=f"{STUDY}.confirm", storage=studies.storage(url, heartbeat=False)).get_trials()
+
+
+def searched_study(url: str, tmp_path: Path, data: Path, cache: Path, batch: int) -> list[str]:
+    """A finished search (no confirmation yet); returns the arguments of `nas confirm` for it."""
+    space = write_space(tmp_path, data, batch=batch)
+    rc, out, err = finish(worker(["search", "--space", str(space), "--trials", "3", "--storage", url, "--results",
+                                  str(tmp_path / "res"), "--confirm", "0"], tmp_path, cache))
+    assert rc == 0, f"{out}\n{err}"
+    return ["confirm", "--study", STUDY, "--storage", url, "--results", str(tmp_path / "res"), "--confirm", "2"]
+
+
+def test_two_workers_confirm_without_training_anything_twice(pg, image_data, tmp_path):
+    data, cache = image_data
+    url = pg.create_database("two_confirmers")
+    args = searched_study(url, tmp_path, data, cache, batch=2)
+    procs = [worker(args, tmp_path, cache) for _ in range(2)]  # the same command, at the same time
+    for rc, out, err in [finish(p) for p in procs]:
+        assert rc == 0 and "Traceback" not in err, f"worker failed ({rc}):\n{out}\n{err}"
+        assert "confirmation: 1 epochs on all 1,600 training images" in out
+    runs = confirm_runs(url)
+    assert all(t.state.is_finished() for t in runs), "a run was left RUNNING or WAITING"
+    done = [t for t in runs if t.user_attrs.get("status") == "confirmed"]
+    keys = [(t.user_attrs["fingerprint"], t.user_attrs["seed"]) for t in done]
+    assert len(keys) == len(set(keys)), "two workers trained the same run"
+    designs = {fp for fp, _ in keys}
+    assert 1 <= len(designs) <= 2 and sorted(keys) == sorted((fp, s) for fp in designs for s in range(3))
+    for t in done:  # nothing finished is lost: figures and weights
+        assert 0 <= t.user_attrs["accuracy"] <= 1 and (tmp_path / "res" / STUDY / t.user_attrs["weights"]).is_file()
+    pids = {str(p.pid) for p in procs}
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in done} <= pids
+
+
+def test_killed_worker_confirmation_run_is_retried_by_another(pg, image_data, tmp_path):
+    data, cache = image_data
+    url = pg.create_database("killed_confirmer")
+    args = searched_study(url, tmp_path, data, cache, batch=1)  # slow runs: time to kill the worker in one
+    first = worker(args, tmp_path, cache)
+    deadline = time.monotonic() + 90
+    while not [t for t in confirm_runs_or_none(url) if t.state == TrialState.RUNNING]:
+        assert time.monotonic() < deadline and first.poll() is None, "the first worker never started a run"
+        time.sleep(0.2)
+    victim = next(t for t in confirm_runs(url) if t.state == TrialState.RUNNING)
+    time.sleep(0.3)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    assert next(t for t in confirm_runs(url) if t.number == victim.number).state == TrialState.RUNNING
+
+    rc, out, err = finish(worker(args, tmp_path, cache), timeout=240)
+    assert rc == 0, f"second worker failed:\n{out}\n{err}"
+    runs = confirm_runs(url)
+    assert next(t for t in runs if t.number == victim.number).state == TrialState.FAIL
+    retry = [t for t in runs if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert (retry[0].user_attrs["fingerprint"], retry[0].user_attrs["seed"]) == \
+        (victim.user_attrs["fingerprint"], victim.user_attrs["seed"])
+    assert retry[0].user_attrs["status"] == "confirmed"
+    assert all(t.state.is_finished() for t in runs)
+
+
+def confirm_runs_or_none(url: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return confirm_runs(url)
+    except KeyError:
+        return []  # the worker has not created the companion study yet

@@ -5,13 +5,27 @@ from dataclasses import dataclass
 
 SPACE = {
     "name": "toy",
-    "task": {"dataset": "mnist", "target": 0.95, "max_epochs": 4,
+    "task": {"dataset": "mnist", "target": 0.95, "max_epochs": 4, "validation": 20,
              "constraints": {"max_params": 300, "classes": 4}},
     "input": [1, 12, 12],
     "choices": {"w": [2, 4, 8, 16], "k": [3, 5], "pool": ["maxpool", "avgpool"]},
     "blocks": {"f": [{"conv": {"out": "$w", "kernel": "$k"}}, "relu", "$pool", {"pwconv": {"out": 4}}, "gap"]},
     "points": {"small_one": {"w": 2, "k": 3, "pool": "maxpool"}},
 }
+
+
+def tiny_data(train: int = 120, test: int = 40, seed: int = 0, side: int = 12, classes: int = 4):
+    """Random one-channel images, 12x12 in 4 classes (the toy space's input) unless asked otherwise:
+    enough for the search's bookkeeping (validation split, subsets) when the trainer is fake."""
+    import torch
+
+    from nas.data import TensorData
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (train + test, 1, side, side), dtype=torch.uint8, generator=gen)
+    y = torch.arange(train + test) % classes
+    return TensorData("toy", x[:train], y[:train], x[train:], y[train:], [str(c) for c in range(classes)],
+                      (0.5,), (0.29,))
 
 
 @dataclass
@@ -30,18 +44,20 @@ class FakeTrainer:
 
     def __init__(self, interrupt_on_call=None):
         self.calls = []
+        self.configs = []
         self.interrupt_on_call = interrupt_on_call
 
     def __call__(self, model, data, config, on_epoch=None):
         width = next(model.parameters()).shape[0]
         self.calls.append(width)
+        self.configs.append(config)
         curve = {2: [0.3, 0.31, 0.32, 0.33], 4: [0.7, 0.9, 0.93, 0.94]}.get(width, [0.8, 0.9, 0.96, 0.97])
         accs, target_epoch, status = [], None, "complete"
         for epoch, acc in enumerate(curve, start=1):
             if self.interrupt_on_call == len(self.calls) and epoch == 1:
                 os.kill(os.getpid(), signal.SIGINT)
             accs.append(acc)
-            if target_epoch is None and acc >= config.target:
+            if target_epoch is None and config.target is not None and acc >= config.target:
                 target_epoch = epoch
             if on_epoch and on_epoch(epoch, acc):
                 status = "stopped"
@@ -50,3 +66,16 @@ class FakeTrainer:
                 status = "target_met"
                 break
         return FakeResult(accs, [0.0] * len(accs), [0.01] * len(accs), 0.01 * len(accs), target_epoch, status)
+
+
+def assert_one_line_error(result, message: str) -> None:
+    """A click test-runner result that failed as every bad input must: exit 2, no traceback, and one
+    line on stderr, ``error: ...``, matching the regular expression ``message``."""
+    import re
+
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), f"crashed: {result.exception!r}"
+    assert "Traceback" not in result.output + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{result.stderr}"
+    assert lines[0].startswith("error: ") and re.search(message, lines[0]), lines[0]

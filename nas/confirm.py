@@ -1,0 +1,229 @@
+"""Confirmation: retrain the chosen designs on every training image, over several seeds, and test once.
+
+A search chooses on a validation split; the test set is read only here, once per run, after the
+last epoch of the task's fixed schedule. A design meets the target only when every seed does
+(:mod:`nas.trials`).
+
+Each run (one design, one seed) is a trial of the companion study ``<study>.confirm`` in the same
+storage, queued before anyone trains it. Workers take queued runs one at a time (Optuna hands a
+queued trial to exactly one worker), a run whose worker dies is queued again by the heartbeat
+machinery of :mod:`nas.study`, a run stopped by Ctrl-C is queued again at once, and running the
+command again resumes what is left. The companion keeps test accuracies out of the search study,
+whose sampler must never learn from them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import optuna
+import torch
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import TrialState
+
+from . import study as studies
+from . import trials
+from .build import build
+from .errors import NasError
+from .spec import Spec
+from .space import fingerprint
+from .workers import Stop, worker_name
+
+LIVE_STATES = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+
+
+@dataclass
+class Confirmed:
+    """What a confirmation pass leaves: every design's seeds so far, the ones this pass asked for,
+    and the best design."""
+
+    target: float
+    cost: str
+    epochs: int
+    images: int
+    found: dict[str, trials.Confirmation] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)  # fingerprints, cheapest first
+    best: trials.Confirmation | None = None
+    interrupted: bool = False
+    trained: int = 0  # runs this worker trained
+
+    def lines(self) -> list[str]:
+        if not self.asked:
+            return [f"nothing to confirm: no design on the front reached the validation target {self.target:.2%}"]
+        out = [f"confirmation: {self.epochs} epochs on all {self.images:,} training images, "
+               f"tested once after the last epoch:"]
+        failed = 0
+        for fp in self.asked:
+            c = self.found.get(fp)
+            if c is None:
+                out.append(f"  {fp}: no seed finished yet")
+                continue
+            verdict = "meets the target" if c.meets(self.target) else "still running" if not c.done else "FAILS"
+            failed += c.done and not c.meets(self.target)
+            out.append(f"  {c.line(self.target, self.cost)}  -> {verdict}")
+        out.append(f"{failed} of {len(self.asked)} validation-selected design{'s' if len(self.asked) > 1 else ''} "
+                   "failed confirmation")
+        if self.best is None:
+            out.append(f"best: no confirmed design meets the target {self.target:.2%} yet")
+        else:
+            out.append(f"best: {self.best.line(self.target, self.cost)}")
+        return out
+
+
+def companion(study: optuna.Study) -> optuna.Study:
+    """The study that holds ``study``'s confirmation runs, in the same storage."""
+    return optuna.create_study(study_name=trials.confirm_study_name(study.study_name), storage=study._storage,
+                               direction="maximize", load_if_exists=True)
+
+
+def existing(study: optuna.Study) -> optuna.Study | None:
+    """The companion study if it exists (reports never create one)."""
+    name = trials.confirm_study_name(study.study_name)
+    names = {s.study_name for s in optuna.get_all_study_summaries(study._storage, include_best_trial=False)}
+    return optuna.load_study(study_name=name, storage=study._storage) if name in names else None
+
+
+def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int) -> str:
+    """Queue the runs of one design that are not queued, running or done yet; return its fingerprint."""
+    fp = fingerprint(Spec.from_dict(spec))
+    have = {t.user_attrs.get("seed") for t in runs.get_trials(deepcopy=False, states=LIVE_STATES)
+            if t.user_attrs.get("fingerprint") == fp and t.user_attrs.get("status") != "duplicate"}
+    for seed in range(seeds):
+        if seed not in have:
+            runs.enqueue_trial({}, user_attrs={"kind": "confirm", "fingerprint": fp, "seed": seed, "spec": spec,
+                                               "source": source, **figures})
+    return fp
+
+
+def _figures(attrs: dict) -> dict:
+    return {k: attrs[k] for k in ("params", "rf", "macs", "latency", "failures") if attrs.get(k) is not None}
+
+
+def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on_run: Callable | None = None,
+            designs: tuple[str, ...] = ()) -> Confirmed:
+    """Queue and train the confirmation runs of the study's chosen candidates (``cfg.confirm`` of
+    them) and of the documented ``designs``; return every design's figures so far."""
+    from .analysis import analyse
+    from . import registry
+    from .search import train_config
+
+    task = cfg.space.task
+    seeds = cfg.seeds or task.seeds
+    runs = companion(study)
+    asked = [queue(runs, t.user_attrs["spec"], f"trial {t.number}", _figures(t.user_attrs), seeds)
+             for t in trials.to_confirm(study, task.target, task.cost, cfg.confirm)]
+    for design in designs:
+        a = analyse(registry.load_design(design))
+        _fits(a, data, design)
+        failures = [r.name for r in task.constraints.failures(a)]
+        asked.append(queue(runs, a.spec.to_dict(), design, _figures({**a.figures(), "failures": failures}), seeds))
+    data = data.subset(train=cfg.train_limit, seed=cfg.seed) if cfg.train_limit else data
+    out = Confirmed(task.target, task.cost, train_config(cfg, confirm_seed=0).epochs, len(data.y_train),
+                    asked=list(dict.fromkeys(asked)))
+    with Stop() as stop:
+        out.trained = _work(cfg, runs, data, train_fn, stop, on_run)
+    out.interrupted = stop.requested
+    out.found = trials.confirmations(runs, seeds)
+    out.best = trials.best(out.found, task.target, task.cost)
+    return out
+
+
+def _fits(a, data, design: str) -> None:
+    """A documented design must take the dataset's images and give one output per class."""
+    if tuple(a.spec.input) != tuple(data.shape):
+        raise NasError(f"design {design} takes input {list(a.spec.input)} but the dataset's images are "
+                       f"{list(data.shape)}; pick the space of its dataset with --space")
+    if tuple(a.out_shape) not in ((data.num_classes,), (data.num_classes, 1, 1)):
+        raise NasError(f"design {design} gives outputs of shape {list(a.out_shape)} but the dataset has "
+                       f"{data.num_classes} classes; its last layer must give {data.num_classes} outputs")
+
+
+def _work(cfg, runs: optuna.Study, data, train_fn, stop: Stop, on_run) -> int:
+    """Take queued runs until none is left (waiting for other workers' runs, which may need retrying)."""
+    poll = min(5.0, studies.heartbeat_settings()[0])
+    done = 0
+    while not stop.requested:
+        studies.fail_stale(runs)  # a dead worker's run is queued again
+        trial_id = runs._pop_waiting_trial_id()
+        if trial_id is None:
+            if runs.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) and studies.heartbeat_enabled(runs):
+                time.sleep(poll)
+                continue
+            break
+        trial = optuna.Trial(runs, trial_id)
+        with get_heartbeat_thread(trial_id, runs._storage):
+            done += _run(cfg, runs, trial, data, train_fn, stop)
+        if on_run:
+            on_run(runs.trials[trial.number])
+    return done
+
+
+def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Stop) -> int:
+    """Train one design with one seed on every training image; test once. Returns 1 if it trained."""
+    from .search import train_config
+    from .train import train
+
+    a = trial.user_attrs
+    trial.set_user_attr("worker", worker_name())
+    if _taken(runs, trial, a["fingerprint"], a["seed"]):
+        trial.set_user_attr("status", "duplicate")
+        runs.tell(trial, state=TrialState.PRUNED)
+        return 0
+    config = train_config(cfg, confirm_seed=a["seed"])
+    model = build(Spec.from_dict(a["spec"]))
+    try:
+        result = (train_fn or train)(model, data, config, on_epoch=lambda epoch, acc: stop.requested)
+    except BaseException:  # a second Ctrl-C, or an error: the run is queued again, and the worker stops
+        _requeue(runs, trial, quietly=True)
+        raise
+    if stop.requested and result.status == "stopped":
+        _requeue(runs, trial)
+        return 0
+    accuracy = result.accuracies[-1] if result.status != "nan" and result.accuracies else 0.0
+    trial.set_user_attr("accuracy", accuracy)
+    trial.set_user_attr("epochs", config.epochs)
+    trial.set_user_attr("seconds", round(result.seconds, 2))
+    trial.set_user_attr("weights", _save(cfg, a["fingerprint"], a["seed"], model))
+    trial.set_user_attr("status", "nan" if result.status == "nan" else "confirmed")
+    if result.status == "nan":
+        trial.set_user_attr("message", result.message)
+    runs.tell(trial, accuracy)
+    return 1
+
+
+def _taken(runs: optuna.Study, trial: optuna.Trial, fp: str, seed: int) -> bool:
+    """Another worker has done this run, or is doing it and took it first (a run queued twice)."""
+    for t in runs.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
+        a = t.user_attrs
+        if t.number == trial.number or a.get("fingerprint") != fp or a.get("seed") != seed:
+            continue
+        if a.get("status") == "duplicate":
+            continue
+        if t.state == TrialState.COMPLETE or t.number < trial.number:
+            return True
+    return False
+
+
+def _requeue(runs: optuna.Study, trial: optuna.Trial, quietly: bool = False) -> None:
+    """Queue the run again and fail this trial. ``quietly``: on the way out with another error, which
+    matters more than a failure here (a lost database, say: the heartbeat then retries the run)."""
+    try:
+        trial.set_user_attr("status", "interrupted")
+        runs.enqueue_trial({}, user_attrs=trials.carried(trial.user_attrs))
+        runs.tell(trial, state=TrialState.FAIL)
+    except Exception:
+        if not quietly:
+            raise
+
+
+def _save(cfg, fp: str, seed: int, model: torch.nn.Module) -> str:
+    folder = studies.study_dir(cfg.name, cfg.results) / "confirm"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{fp}_seed{seed}.pt"
+        torch.save(model.state_dict(), path)
+    except OSError as err:
+        raise NasError(f"cannot save confirmation weights in {folder}: {err.strerror}; pass a writable --results "
+                       "and rerun the same command (finished runs are kept)") from None
+    return str(path.relative_to(folder.parent))

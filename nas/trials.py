@@ -1,0 +1,212 @@
+"""What a trial is: the attributes it records, its statuses, the counts, and the one meaning of "best".
+
+The search, confirmation, report, export and the command line all read trials through this module.
+
+**Search trials** (the study ``S``) choose on a validation split held out from the training images;
+the test set is never read while searching. User attributes:
+
+=====================  =========================================================================
+``spec``               the candidate's spec (``Spec.to_dict()``)
+``fingerprint``        hash of the net itself, to spot the same net reached from other choices
+``params``, ``rf``, ``macs``, ``features``   the analysis figures (``latency`` too, when it is the cost)
+``failures``           constraints that fail (empty when feasible)
+``check_ms``           time to build and check the candidate, before any training
+``status``             one of :data:`SEARCH_STATUSES`
+``trained``            True when the candidate was trained (even partly)
+``accuracies``         validation accuracy after each epoch
+``target_epoch``       first epoch whose validation accuracy reached the target, or None
+``reached_target``     the validation accuracy reached the target (a hint, not a result: see below)
+``seconds``            training wall time
+``weights``            state_dict file, relative to ``results/<study>/``
+``design``             documented design name, for fixed trials
+``worker``             ``host:pid`` of the worker that ran the trial (feasible candidates)
+``retry_of``           for a trial re-queued because its worker died: the number of the trial it repeats
+=====================  =========================================================================
+
+A search trial's values are ``(validation accuracy, cost)``, the cost being what the task names
+(``params``, ``macs`` or ``latency``); its **front** is the set of trained trials that no other
+beats on both.
+
+**Confirmation runs** (the companion study ``S.confirm`` in the same storage) retrain one design
+with one seed on every training image, with the task's fixed schedule, and test it once after the
+last epoch. User attributes: ``kind`` (``"confirm"``), ``fingerprint``, ``seed``, ``spec``,
+``source`` (``"trial 14"`` or a design name), the analysis figures, ``accuracy`` (final test
+accuracy), ``epochs``, ``seconds``, ``weights``, ``status`` (one of :data:`CONFIRM_STATUSES`).
+
+A design **meets the target** only when every one of its confirmation seeds reaches it at the final
+epoch, and **best** (:func:`best`) is the cheapest design that meets it, a higher mean test accuracy
+breaking ties.
+
+>>> c = Confirmation("ab12", "trial 3", {"params": 900}, {0: 0.995, 1: 0.993, 2: 0.996}, wanted=3)
+>>> c.done, c.meets(0.994), f"{c.mean:.4f}", c.line(0.994, "params")
+(True, False, '0.9947', 'trial 3: 900 params; 2/3 seeds >= 99.40%; test mean 99.47%, min 99.30%, max 99.60%')
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+TRAINED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+SEARCH_STATUSES = ("rejected", "duplicate", "target_met", "complete", "pruned", "nan", "interrupted")
+CONFIRM_STATUSES = ("confirmed", "nan", "interrupted", "duplicate")
+CONFIRM_SUFFIX = ".confirm"
+# What a re-queued run keeps of the one it repeats (a dead worker's, or one stopped by Ctrl-C).
+RUN_KEYS = ("kind", "fingerprint", "seed", "spec", "source", "params", "rf", "macs", "latency", "features", "failures")
+
+
+def carried(user_attrs: dict) -> dict:
+    """What a re-queued trial keeps: the design it was enqueued as, and, for a confirmation run,
+    what to train (a search trial's figures are measured again from its params)."""
+    keys = ("design",) + (RUN_KEYS if user_attrs.get("kind") == "confirm" else ())
+    return {k: v for k, v in user_attrs.items() if k in keys}
+
+
+def confirm_study_name(study_name: str) -> str:
+    return study_name + CONFIRM_SUFFIX
+
+
+# -- search trials --------------------------------------------------------------------------------
+
+def trained(t: FrozenTrial) -> bool:
+    """Trained to an end of its own: not a duplicate of another trial's net, not a failed worker's."""
+    return (t.state in TRAINED_STATES and bool(t.user_attrs.get("trained"))
+            and t.user_attrs.get("status") != "duplicate")
+
+
+def val_accuracy(t: FrozenTrial) -> float | None:
+    """The validation accuracy the trial ended with (its objective), or None if it has none."""
+    accs = t.user_attrs.get("accuracies") or []
+    return accs[-1] if accs else None
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by outcome. ``failed`` are trials whose worker died or was stopped (their params are
+    queued again, so they are not counted as trained); ``training`` are trained candidates that a
+    worker is training right now; ``reached`` those whose validation accuracy reached the target."""
+    out = {"trained": 0, "rejected": 0, "pruned": 0, "duplicate": 0, "failed": 0, "reached": 0, "training": 0}
+    for t in study.get_trials(deepcopy=False):
+        status = t.user_attrs.get("status")
+        if t.state == TrialState.FAIL:
+            out["failed"] += 1
+        elif t.state == TrialState.RUNNING:
+            out["training"] += bool(t.user_attrs.get("trained"))
+        elif status in ("rejected", "duplicate"):
+            out[status] += 1
+        elif trained(t):
+            out["trained"] += 1
+            out["pruned"] += t.state == TrialState.PRUNED
+            out["reached"] += bool(t.user_attrs.get("reached_target"))
+    return out
+
+
+def front(study: optuna.Study, cost: str = "params") -> list[FrozenTrial]:
+    """Completed, feasible trials that no other beats on both validation accuracy and ``cost``,
+    cheapest first (each one more accurate than every cheaper one)."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if trained(t) and not t.user_attrs.get("failures") and val_accuracy(t) is not None
+            and t.user_attrs.get(cost) is not None]
+    done.sort(key=lambda t: (t.user_attrs[cost], -val_accuracy(t), t.number))
+    out: list[FrozenTrial] = []
+    for t in done:
+        if not out or val_accuracy(t) > val_accuracy(out[-1]):
+            out.append(t)
+    return out
+
+
+def to_confirm(study: optuna.Study, target: float, cost: str = "params", limit: int = 3) -> list[FrozenTrial]:
+    """The candidates that matter, at most ``limit``: front trials whose validation accuracy reached
+    ``target``, cheapest first; then, if fewer did, the most accurate of the rest of the front.
+
+    The second group is there because a search compares candidates on a schedule that may be
+    shorter than the one that confirms them, so a net can fall short on validation in the search
+    and still meet the target once trained in full; confirmation, not the search, decides.
+    """
+    on_front = front(study, cost)
+    reached = [t for t in on_front if val_accuracy(t) >= target]
+    rest = sorted((t for t in on_front if val_accuracy(t) < target), key=lambda t: -val_accuracy(t))
+    return (reached + rest)[:limit]
+
+
+# -- confirmations ---------------------------------------------------------------------------------
+
+@dataclass
+class Confirmation:
+    """One design's confirmation: the final test accuracy of each seed that has finished."""
+
+    fingerprint: str
+    source: str  # "trial 14", or a documented design's name
+    figures: dict[str, Any]  # params, rf, macs (and latency) of the net
+    accuracies: dict[int, float] = field(default_factory=dict)  # seed -> final test accuracy
+    wanted: int = 3
+    epochs: int | None = None
+    spec: dict | None = None
+    weights: dict[int, str] = field(default_factory=dict)  # seed -> weights file under results/<study>/
+
+    @property
+    def done(self) -> bool:
+        return len(self.accuracies) >= self.wanted
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies.values()) if self.accuracies else 0.0
+
+    @property
+    def min(self) -> float:
+        return min(self.accuracies.values(), default=0.0)
+
+    @property
+    def max(self) -> float:
+        return max(self.accuracies.values(), default=0.0)
+
+    @property
+    def feasible(self) -> bool:
+        """The net meets every hard constraint of the task (a documented design need not)."""
+        return not self.figures.get("failures")
+
+    def passed(self, target: float) -> int:
+        return sum(acc >= target for acc in self.accuracies.values())
+
+    def meets(self, target: float) -> bool:
+        """Every wanted seed has finished, and each one's final test accuracy reaches ``target``."""
+        return self.done and self.passed(target) == len(self.accuracies)
+
+    def line(self, target: float, cost: str = "params") -> str:
+        size = self.figures.get(cost)
+        shown = f"{size:,} {cost}" if isinstance(size, int) else f"{cost} {size:.3g}" if size is not None else ""
+        seeds = f"{self.passed(target)}/{len(self.accuracies)} seeds >= {target:.2%}"
+        seeds += f" at epoch {self.epochs}" if self.epochs else ""
+        if not self.done:
+            seeds += f" ({self.wanted - len(self.accuracies)} still to run)"
+        if not self.accuracies:
+            return f"{self.source}: {shown}; no seed finished yet"
+        return (f"{self.source}: {shown}; {seeds}; test mean {self.mean:.2%}, min {self.min:.2%}, "
+                f"max {self.max:.2%}")
+
+
+def confirmations(study: optuna.Study | None, wanted: int = 3) -> dict[str, Confirmation]:
+    """Every design's confirmation in the companion study ``study`` (None: no confirmation yet)."""
+    out: dict[str, Confirmation] = {}
+    if study is None:
+        return out
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        a = t.user_attrs
+        if a.get("kind") != "confirm" or a.get("status") == "duplicate":
+            continue
+        c = out.setdefault(a["fingerprint"], Confirmation(
+            a["fingerprint"], a.get("source", ""), {k: a.get(k) for k in ("params", "rf", "macs", "latency", "failures")},
+            wanted=wanted, epochs=a.get("epochs"), spec=a.get("spec")))
+        c.accuracies[a["seed"]] = float(a.get("accuracy", 0.0))
+        if a.get("weights"):
+            c.weights[a["seed"]] = a["weights"]
+    return out
+
+
+def best(found: dict[str, Confirmation], target: float, cost: str = "params") -> Confirmation | None:
+    """The cheapest confirmed design that meets ``target`` and every constraint; a higher mean test
+    accuracy breaks ties."""
+    meeting = [c for c in found.values() if c.meets(target) and c.feasible and c.figures.get(cost) is not None]
+    return min(meeting, key=lambda c: (c.figures[cost], -c.mean), default=None)

@@ -1,0 +1,43 @@
+"""What a worker process needs to stop well: Ctrl-C and SIGTERM handling, and its name in the study."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+
+class Stop:
+    """First Ctrl-C (or SIGTERM): finish the current epoch, keep everything, stop. Second: abort now."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        self._previous_term = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous_term = signal.signal(signal.SIGTERM, self._handle)  # kill, a scheduler's preemption
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this epoch; everything is kept (Ctrl-C again to abort now)", flush=True)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            signal.signal(signal.SIGTERM, self._previous_term)
+        return False
+
+
+class Interrupted(Exception):
+    """A trial or run left unfinished by a stop request; it has been queued again."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
