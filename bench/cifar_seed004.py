@@ -29,7 +29,7 @@ from nas import data as nas_data  # noqa: E402
 from nas.analysis import analyse  # noqa: E402
 from nas.build import build  # noqa: E402
 from nas.registry import load_design  # noqa: E402
-from nas.train import TrainConfig, train  # noqa: E402
+from nas.train import settings, train  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from train_speed import machine  # noqa: E402
@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     data = nas_data.load("cifar10", args.data_dir)
     report["data_load_seconds"] = time.perf_counter() - t  # decoding the PNGs once; later loads read the cache
     spec = load_design(args.design)
-    extra = {} if args.cutout is None else {"cutout": args.cutout}
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.no_progress, **extra)
+    options = {} if args.cutout is None else {"cutout": args.cutout}
+    config = settings(options, "bench/cifar_seed004.py", epochs=args.epochs, seed=args.seed,
+                      progress=not args.no_progress)
     model = build(spec)
 
     def on_epoch(epoch: int, acc: float) -> None:

@@ -100,10 +100,10 @@ def reference(design: str, data_dir: Path, epochs: int, seed: int, step_size: in
 # ---- (b) nas's trainer -----------------------------------------------------------------------------
 
 def nas_run(design: str, data, epochs: int, seed: int, progress: bool, options: dict) -> dict:
-    from nas.train import TrainConfig, train
+    from nas.train import settings, train
 
     model = build(load_design(design))
-    config = TrainConfig(**{**options, "epochs": epochs, "seed": seed, "progress": progress})
+    config = settings(options, "--nas-options", epochs=epochs, seed=seed, progress=progress)
     start = time.perf_counter()
     result = train(model, data, config)
     wall = time.perf_counter() - start
@@ -258,9 +258,9 @@ def main(argv: list[str] | None = None) -> None:
         report["machine"]["loadavg_after_reference"] = os.getloadavg()
     runs = []
     if args.skip != "nas":
-        from nas.train import TrainConfig
+        from nas.train import settings
 
-        epochs = args.nas_epochs or TrainConfig().epochs
+        epochs = args.nas_epochs or settings().epochs
         data = nas_data.load("mnist", args.data_dir)  # decoded once into the cache, outside the timings
         for seed in args.seeds:
             runs.append(nas_run(args.design, data, epochs, seed, progress, args.nas_options))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import ops
+from .errors import NasError
 from .analysis import Analysis, analyse
 from .spec import Spec
 
@@ -35,12 +36,29 @@ class Net(nn.Module):
 
 
 def build(spec: Spec, analysis: Analysis | None = None) -> Net:
-    """A fresh, randomly initialised module for ``spec`` (validated by :func:`analyse`)."""
+    """A fresh, randomly initialised module for ``spec`` (validated by :func:`analyse`; pass the
+    analysis when there is one already)."""
     analysis = analysis or analyse(spec)
+    _fits_in_memory(analysis)
     blocks: dict[str, list[nn.Module]] = {b.name: [] for b in spec.blocks}
     for row in analysis.rows:
         blocks[row.block].append(ops.get(row.op).module(row.in_shape, row.args))
     return Net({name: nn.Sequential(*mods) for name, mods in blocks.items()})
+
+
+def _fits_in_memory(analysis: Analysis) -> None:
+    """Refuse, with one line, a net whose float32 weights alone would take half this machine's memory."""
+    import os
+
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return  # not knowable here: let torch try
+    need = analysis.params * 4
+    if need > memory / 2:
+        raise NasError(f"{analysis.spec.name or 'the net'} has {analysis.params:,} params ({need / 2**30:,.1f} GiB of "
+                       f"weights), more than this machine can build ({memory / 2**30:,.0f} GiB of memory); "
+                       "narrow its layers")
 
 
 def leaf_modules(net: Net) -> list[nn.Module]:

@@ -11,7 +11,7 @@ import click
 
 from . import registry
 from .analysis import analyse
-from .constraints import FEATURES, Constraints
+from .constraints import FEATURES, Constraints, class_scores
 from .errors import NasError
 from .summary import format_checklist, format_table
 
@@ -27,6 +27,10 @@ class _Group(click.Group):
             where = err.ctx.command_path if err.ctx else ctx.command_path
             click.echo(f"error: {' '.join(err.format_message().split()).rstrip('.')}; see `{where} --help`", err=True)
             ctx.exit(2)
+        except BrokenPipeError:  # the reader went away (`nas spaces | head`): nothing left to say to it
+            import os
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except OSError as err:  # disk full, a folder that vanished or is read-only, ...
             what = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
             click.echo(f"error: {what}; check that the path exists, is writable and has space, then rerun", err=True)
@@ -76,6 +80,15 @@ def _confirm_options(f):
     return f
 
 
+def _finite(value, option: str):
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds; give a finite number such as 3600",
+                                 param_hint=option)
+    return value
+
+
 def _constraints(max_params, min_rf, max_rf, max_macs, require, fc) -> Constraints:
     return Constraints.from_dict({"max_params": max_params, "min_rf": min_rf, "max_rf": max_rf,
                                   "max_macs": max_macs, "require": require, "fc": fc})
@@ -121,6 +134,11 @@ def check(design, **limits) -> None:
     if results:
         click.echo(format_checklist(a, constraints))
     failed = [r for r in results if not r.ok]
+    if class_scores(a) is None:  # a classifier's output, whatever the constraints: [10, 3, 3] is no answer
+        click.echo(f"outputs one score per class ✗ (output {list(a.out_shape)}: end with a conv whose output is "
+                   "1x1, or with gap and flatten)")
+        failed.append(None)
+        results.append(None)
     if failed:
         click.echo(f"{len(failed)} of {len(results)} constraints fail", err=True)
         sys.exit(1)
@@ -159,7 +177,9 @@ def export(design, study, storage, results, trial, weights, out, **limits) -> No
         raise NasError("--weights needs a DESIGN to load them into, e.g. nas export seed001 --weights FILE")
     else:
         src = exporting.from_study(study, _storage(storage, results), trial, results)
-    folder = exporting.export(src.spec, Path(out or Path("export") / src.name), src.state_dict, src.constraints, src.meta)
+    # A name from a spec file may hold "/" or "..": the default folder stays inside export/.
+    safe = "".join(c if c.isalnum() or c in "_-+=@" else "_" for c in src.name).strip("_") or "model"
+    folder = exporting.export(src.spec, Path(out or Path("export") / safe), src.state_dict, src.constraints, src.meta)
     click.echo(f"wrote {folder}/model.py, weights.pt, spec.yaml ({src.meta.get('weights', exporting.UNTRAINED)})")
 
 
@@ -258,7 +278,8 @@ def _print_run(t) -> None:
 @click.option("--space", "space_name", required=True, help="Search space name (see `nas spaces`) or file.")
 @click.option("--trials", default=20, show_default=True, type=click.IntRange(1),
               help="Trained candidates the study should hold (rejected ones do not count).")
-@click.option("--timeout", type=click.FloatRange(0, min_open=True), help="Stop starting new trials after S seconds.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), callback=lambda ctx, param, v: _finite(v, "--timeout"),
+              help="Stop starting new trials after S seconds.")
 @click.option("--enqueue", multiple=True, metavar="DESIGN", help="Train a documented design (or params file) first.")
 @_search_options
 def search(space_name, trials, timeout, enqueue, study, storage, results, data_dir, device, train_limit, seed, finish,
@@ -418,28 +439,31 @@ def train_cmd(design, dataset, data_dir, epochs, target, stop_at_target, device,
     import time
 
     import torch
-    from tqdm import tqdm
 
     from . import data as datasets
     from .build import build
-    from .train import TrainConfig, pick_device, train
+    from .train import pick_device, settings, train
 
     spec = registry.load_design(design)
+    a = analyse(spec)
+    if save:
+        _writable_file(save)  # before training: weights that cannot be saved would be lost
     name = dataset or _dataset_for(spec.input)
     dev = pick_device(device)
     data = datasets.load(name, data_dir=data_dir, device=dev)
+    data.check_fits(a.spec.input, a.out_shape, design)
     if train_limit:
         data = data.subset(train=train_limit, seed=seed)
     options = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, cutout=cutout).items() if v is not None}
-    config = TrainConfig(seed=seed, device=str(dev), target=target, stop_at_target=stop_at_target,
-                         augment=not no_augment, bf16=bf16, compile=compile_, **options)
-    click.echo(f"{spec.name}: {analyse(spec).params:,} params on {data.name} "
+    config = settings(options, source="nas train", seed=seed, device=str(dev), target=target,
+                      stop_at_target=stop_at_target, augment=not no_augment, bf16=bf16, compile=compile_)
+    click.echo(f"{spec.name}: {a.params:,} params on {data.name} "
                f"({len(data.y_train):,} train / {len(data.y_test):,} test images), {config.epochs} epochs, {dev}")
     last = [time.perf_counter()]
 
     def on_epoch(epoch: int, acc: float) -> None:
         now = time.perf_counter()
-        tqdm.write(f"epoch {epoch:>3}: test accuracy {acc:.4f}  ({now - last[0]:.1f}s)")
+        click.echo(f"epoch {epoch:>3}: test accuracy {acc:.4f}  ({now - last[0]:.1f}s)")
         last[0] = now
 
     model = build(spec)
@@ -454,6 +478,17 @@ def train_cmd(design, dataset, data_dir, epochs, target, stop_at_target, device,
         click.echo(f"weights saved to {save}")
     if result.status == "nan":
         sys.exit(1)
+
+
+def _writable_file(path: str) -> None:
+    import os
+    from pathlib import Path
+
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise NasError(f"cannot save weights to {path}: folder {folder} does not exist; create it or pass another --save")
+    if not os.access(folder, os.W_OK) or Path(path).is_dir():
+        raise NasError(f"cannot save weights to {path}: not writable; pass another --save")
 
 
 def _dataset_for(shape) -> str:
@@ -485,7 +520,7 @@ def report_cmd(study, storage, results, show_all) -> None:
     s = studies.load(study, _storage(storage, results))
     frame = reporting.trials_frame(s)
     paths = reporting.write(s, studies.study_dir(s.study_name, Path(results) if results else None), show_all, frame)
-    click.echo(reporting.format_table(frame if show_all else reporting.without_rejected(frame)))
+    click.echo(reporting.format_trials(frame if show_all else reporting.without_rejected(frame)))
     click.echo()
     for line in reporting.summary(s, frame):
         click.echo(line)

@@ -115,7 +115,7 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
              for t in trials.to_confirm(study, task.target, task.cost, cfg.confirm)]
     for design in designs:
         a = analyse(registry.load_design(design))
-        _fits(a, data, design)
+        data.check_fits(a.spec.input, a.out_shape, f"design {design}")
         failures = [r.name for r in task.constraints.failures(a)]
         asked.append(queue(runs, a.spec.to_dict(), design, _figures({**a.figures(), "failures": failures}), seeds))
     data = data.subset(train=cfg.train_limit, seed=cfg.seed) if cfg.train_limit else data
@@ -127,16 +127,6 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
     out.found = trials.confirmations(runs, seeds)
     out.best = trials.best(out.found, task.target, task.cost)
     return out
-
-
-def _fits(a, data, design: str) -> None:
-    """A documented design must take the dataset's images and give one output per class."""
-    if tuple(a.spec.input) != tuple(data.shape):
-        raise NasError(f"design {design} takes input {list(a.spec.input)} but the dataset's images are "
-                       f"{list(data.shape)}; pick the space of its dataset with --space")
-    if tuple(a.out_shape) not in ((data.num_classes,), (data.num_classes, 1, 1)):
-        raise NasError(f"design {design} gives outputs of shape {list(a.out_shape)} but the dataset has "
-                       f"{data.num_classes} classes; its last layer must give {data.num_classes} outputs")
 
 
 def _work(cfg, runs: optuna.Study, data, train_fn, stop: Stop, on_run) -> int:

@@ -88,7 +88,7 @@ class Constraints:
             rules.append(("fully-connected only after GAP",
                           lambda a: "fc" not in a.features or "fc_after_gap" in a.features, lambda a: ""))
         if self.classes is not None:
-            rules.append((f"outputs {self.classes} classes", lambda a: _logits(a) == self.classes,
+            rules.append((f"outputs {self.classes} classes", lambda a: class_scores(a) == self.classes,
                           lambda a: f"output {list(a.out_shape)}"))
         return rules
 
@@ -103,6 +103,6 @@ class Constraints:
         return [r for r in self.check(a) if not r.ok]
 
 
-def _logits(a: Analysis) -> int | None:
+def class_scores(a: Analysis) -> int | None:
     """Number of classes the net outputs: (C,), or (C, 1, 1) flattened by the module."""
     return a.out_shape[0] if all(n == 1 for n in a.out_shape[1:]) else None

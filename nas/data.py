@@ -96,6 +96,16 @@ class TensorData:
         xte, yte = _stratified(self.x_test, self.y_test, test, gen)
         return replace(self, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
 
+    def check_fits(self, input_shape, out_shape, what: str) -> None:
+        """A net of that input and output shape must take these images and give one score per class."""
+        if tuple(input_shape) != self.shape:
+            raise NasError(f"{what} takes input {list(input_shape)} but {self.name}'s images are {list(self.shape)}; "
+                           "use the matching dataset, or change the spec's input")
+        if tuple(out_shape) not in ((self.num_classes,), (self.num_classes, 1, 1)):
+            raise NasError(f"{what} gives outputs of shape {list(out_shape)} but {self.name} has {self.num_classes} "
+                           f"classes; its last layer must give {self.num_classes} scores (e.g. a "
+                           f"{self.num_classes}-channel conv, then gap and flatten)")
+
     def held_out(self, validation: float, seed: int) -> "TensorData":
         """The training images split in two, so that choices are made without the test set.
 
@@ -388,6 +398,10 @@ def _decode_folder(source: _Source) -> TensorData:
             raise NasError(f"images in {path} differ in size ({a[1]}x{a[0]} and {b[1]}x{b[0]}): resize them to one size")
         out.append((torch.stack(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)))
     (xtr, ytr), (xte, yte) = out
+    empty = [cls for label, cls in enumerate(classes) if not (ytr == label).any()]
+    if empty:  # a class to be tested on but never learnt: its test images could only be wrong
+        raise NasError(f"class {empty[0]!r} has no training images in {path / 'train' / empty[0]}; add images "
+                       "there or remove the class from test/ too")
     if xtr.shape[1:] != xte.shape[1:]:
         raise NasError(f"train and test images in {path} differ in size: resize them to one size")
     if source.info is not None and tuple(xtr.shape[1:]) == source.info.shape:

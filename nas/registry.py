@@ -2,7 +2,8 @@
 
 A name is either a path to a YAML file or the stem of a file in one of the search folders:
 designs in ``nas/designs/`` (shipped with the package) and ``./designs/``; spaces in
-``./search_spaces/`` and the project's ``search_spaces/``.
+``./search_spaces/`` and the ones shipped with the package (``search_spaces/`` of the repository,
+installed as ``nas/search_spaces/``).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from .spec import Spec
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 DESIGN_DIRS = (Path("designs"), PACKAGE_DIR / "designs")
-SPACE_DIRS = (Path("search_spaces"), PROJECT_DIR / "search_spaces")
+# ./search_spaces (a user's own) wins over the installed copy (a wheel) and the repository's (a checkout).
+SPACE_DIRS = (Path("search_spaces"), PACKAGE_DIR / "search_spaces", PROJECT_DIR / "search_spaces")
 
 
 def _names(dirs: tuple[Path, ...]) -> dict[str, Path]:

@@ -195,8 +195,8 @@ class Objective:
             return tuple(earlier.values)
         if cost == "latency":
             from .train import latency
-            trial.set_user_attr("latency", latency(build(spec), spec.input, self.config.device))
-        return self._train(trial, spec, float(trial.user_attrs[cost]))
+            trial.set_user_attr("latency", latency(build(spec, cand.analysis), spec.input, self.config.device))
+        return self._train(trial, cand.analysis, float(trial.user_attrs[cost]))
 
     def _same_net(self, trial: optuna.Trial, fp: str):
         """A trained trial of the same net; if another worker is training it now, wait for its result.
@@ -222,7 +222,7 @@ class Objective:
             time.sleep(self.poll)
             studies.fail_stale(study)  # a dead worker's trial fails here, and this worker trains the net
 
-    def _train(self, trial: optuna.Trial, spec, cost: float) -> tuple[float, float]:
+    def _train(self, trial: optuna.Trial, analysis, cost: float) -> tuple[float, float]:
         accuracies: list[float] = []
         pruned = []
 
@@ -238,7 +238,7 @@ class Objective:
 
         trial.set_user_attr("trained", True)
         torch.manual_seed(self.cfg.seed)
-        model = build(spec)
+        model = build(analysis.spec, analysis)  # the analysis the check just made: no second pass
         try:
             result = self.train_fn(model, self.data, self.config, on_epoch=on_epoch)
         except KeyboardInterrupt:  # a second Ctrl-C, or SIGTERM: the trial fails, its params are queued again
@@ -327,10 +327,11 @@ def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial
         print(warning, file=sys.stderr, flush=True)
     fixed = [point(cfg.space, design) for design in cfg.enqueue]
     train_config(cfg)
+    studies.writable(studies.study_dir(cfg.name, cfg.results) / "weights")
+    studies.check_url(cfg.storage)
     if data is None:
         data = load_data(cfg)
     check_data(cfg.space, data)
-    studies.writable(studies.study_dir(cfg.name, cfg.results) / "weights")
     study = open_study(cfg)
     study.set_user_attr("input_norm", {"mean": list(data.mean), "std": list(data.std)})  # for exported models
     search_data = validation_data(study, data, cfg.train_limit, cfg.seed)

@@ -43,17 +43,10 @@ DB_RETRY_SECONDS = 60
 def storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``. RDB storages get heartbeats, so a killed worker's trial
     is marked failed and retried by another worker."""
-    url = url or DEFAULT_STORAGE
+    url = check_url(url)
     if url.startswith("journal:"):
-        path = Path(url[len("journal:"):])
-        writable(path.parent)
         from optuna.storages.journal import JournalFileBackend, JournalStorage
-        return JournalStorage(JournalFileBackend(str(path)))
-    if "://" not in url:
-        raise NasError(f"storage {url!r} is not a URL: use sqlite:///path.db, postgresql://user@host/db "
-                       "or journal:path.log")
-    if url.startswith("sqlite:///"):
-        writable(Path(url[len("sqlite:///"):]).parent)
+        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
     kwargs, retry_seconds = {}, _env_seconds("NAS_DB_RETRY_SECONDS", DB_RETRY_SECONDS)
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna: no warning lines for users
         warnings.simplefilter("ignore", ExperimentalWarning)
@@ -77,6 +70,59 @@ def storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.B
                     continue
                 raise NasError(f"cannot open storage {_redact(url)}: {_reason(err)}; check the URL and that the "
                                "database server is running") from None
+
+
+def check_url(url: str | None) -> str:
+    """The storage URL (the default when None), checked without opening or creating anything."""
+    url = url or DEFAULT_STORAGE
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):])
+        writable(path.parent)
+        _journal_or_new(path)
+        return url
+    if "://" not in url:
+        raise NasError(f"storage {url!r} is not a URL: use sqlite:///path.db, postgresql://user@host/db "
+                       "or journal:path.log")
+    if url.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://") or ":memory:" in url:
+        raise NasError(f"storage {url} keeps the study in memory, so it is lost on exit; "
+                       "use a file, e.g. sqlite:///runs/studies.db")
+    if url.startswith("sqlite:///"):
+        writable(Path(url[len("sqlite:///"):]).parent)
+        _sqlite_or_new(Path(url[len("sqlite:///"):]))
+    return url
+
+
+def _journal_or_new(path: Path) -> None:
+    """An existing file must be an Optuna journal (one JSON object a line), not some other file."""
+    import json
+
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise NasError(f"journal storage {path} is a folder; name a file, e.g. journal:runs/studies.log")
+    try:
+        with path.open("rb") as f:
+            first = f.readline(1 << 20)
+        if first.strip():
+            json.loads(first)
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise NasError(f"{path} is not an Optuna journal file; pass a new file or an existing journal "
+                       "with --storage journal:PATH") from None
+
+
+def _sqlite_or_new(path: Path) -> None:
+    """An existing file must be an SQLite database, not a journal, YAML or anything else."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise NasError(f"sqlite storage {path} is a folder; name a file, e.g. sqlite:///runs/studies.db")
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as err:
+        raise NasError(f"cannot read {path}: {err.strerror}; check the path") from None
+    if head and head != b"SQLite format 3\x00":
+        raise NasError(f"{path} is not an SQLite database; pass a new file, or journal:{path} if it is a journal")
 
 
 def _env_seconds(name: str, default: int) -> int:
@@ -253,17 +299,28 @@ def _redact(url: str) -> str:
 
 
 def writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise NasError(f"cannot create results folder {folder}: {err.strerror}; "
-                       "pass a writable --storage or --results") from None
-    if not os.access(folder, os.W_OK):
+    """That ``folder`` can be created and written, checked without creating anything: a command that
+    fails later (a bad storage, say) must leave no empty folders behind."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NasError(f"cannot create results folder {folder}: Not a directory; "
+                       "pass a writable --storage or --results")
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise NasError(f"results folder {folder} is not writable; pass a writable --storage or --results")
 
 
+def check_name(study_name: str) -> str:
+    """A study name is a plain folder name under the results folder: no path, no leading dot."""
+    if not study_name or study_name.startswith(".") or not all(c.isalnum() or c in "_-.+=@" for c in study_name):
+        raise NasError(f"study name {study_name!r} is not a plain name; use letters, digits and _ - . "
+                       "(it becomes a folder under the results folder)")
+    return study_name
+
+
 def study_dir(study_name: str, results: Path | None = None) -> Path:
-    return (results or RESULTS) / study_name
+    return (results or RESULTS) / check_name(study_name)
 
 
 def load(study_name: str | None, url: str | None = None, heartbeat: bool = False) -> optuna.Study:

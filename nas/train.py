@@ -1,11 +1,11 @@
-"""The trainer: whole datasets as tensors on the device, augmentation on whole batches, one-cycle SGD.
+"""The trainer: whole datasets as tensors on the device, one-cycle SGD, one accuracy per epoch.
 
 Every search trial trains a net, so this loop is built for speed on a small CPU as much as on a
-GPU: no DataLoader and no per-sample Python; uint8 images are indexed, augmented and normalised a
-batch at a time on the training device; the model runs channels-last; the learning rate rises and
-falls once (one cycle) over a schedule fixed in advance; before each test, BatchNorm statistics are
-re-measured on clean training images with dropout off (see :func:`recalibrate_bn`); the test runs
-under ``inference_mode``. A fixed seed repeats a CPU run exactly (same thread count).
+GPU: no DataLoader and no per-sample Python; uint8 images are indexed, augmented (by
+:mod:`nas.augment`) and normalised a batch at a time on the training device; the model runs
+channels-last; the learning rate rises and falls once (one cycle) over a schedule fixed in advance;
+before each test, BatchNorm statistics are re-measured on clean training images with dropout off
+(see :func:`recalibrate_bn`); the test runs under ``inference_mode``. A fixed seed repeats a CPU run exactly (same thread count).
 
 On a 2-core CPU most of a small net's step is memory traffic, not arithmetic: the measured wins
 were channels-last (about 1.5x over NCHW), keeping glibc from unmapping freed activations
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .augment import augment_batch
 from .data import TensorData
 from .errors import NasError
 
@@ -167,75 +168,6 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-# ---- batch augmentation (whole batches, on the device) ----------------------------------------------
-
-def random_shift_rotate(x: Tensor, shift: int, degrees: float, gen: torch.Generator) -> Tensor:
-    """Each image moved by up to ``shift`` pixels and turned by up to ``degrees``; zeros fill in.
-
-    One ``affine_grid``/``grid_sample`` call for the whole batch; float images in, same shape out.
-    """
-    n, _, h, w = x.shape
-    angle = (torch.rand(n, generator=gen, device=x.device) * 2 - 1) * math.radians(degrees)
-    # affine_grid works in [-1, 1] coordinates, so a one-pixel move is 2 / size.
-    tx = (torch.randint(-shift, shift + 1, (n,), generator=gen, device=x.device)).float() * 2 / w
-    ty = (torch.randint(-shift, shift + 1, (n,), generator=gen, device=x.device)).float() * 2 / h
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def random_shift(x: Tensor, shift: int, gen: torch.Generator) -> Tensor:
-    """Each image moved by a whole number of pixels, up to ``shift`` each way; zeros fill in."""
-    return random_crop(F.pad(x, (shift,) * 4), x.shape[-2:], gen)
-
-
-def random_crop(x: Tensor, size: tuple[int, int] | torch.Size, gen: torch.Generator) -> Tensor:
-    """A ``size`` window at a random place in each image, as one gather for the whole batch."""
-    n, c, h, w = x.shape
-    oh, ow = size
-    dy = torch.randint(0, h - oh + 1, (n, 1), generator=gen, device=x.device)
-    dx = torch.randint(0, w - ow + 1, (n, 1), generator=gen, device=x.device)
-    rows = (dy + torch.arange(oh, device=x.device)).view(n, 1, oh, 1)
-    cols = (dx + torch.arange(ow, device=x.device)).view(n, 1, 1, ow)
-    index = (rows * w + cols).expand(n, c, oh, ow).reshape(n, c, -1)
-    return x.reshape(n, c, h * w).gather(2, index).view(n, c, oh, ow)
-
-
-def random_flip(x: Tensor, gen: torch.Generator) -> Tensor:
-    """Half the images, chosen at random, mirrored left to right."""
-    flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-
-
-def cutout(x: Tensor, size: int, gen: torch.Generator) -> Tensor:
-    """A ``size`` x ``size`` square, centred at a random pixel (clipped at the edges), set to zero."""
-    n, _, h, w = x.shape
-    top = torch.randint(0, h, (n, 1, 1), generator=gen, device=x.device) - size // 2
-    left = torch.randint(0, w, (n, 1, 1), generator=gen, device=x.device) - size // 2
-    ys = torch.arange(h, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
-    return x.masked_fill(inside.unsqueeze(1), 0)
-
-
-def augment_batch(x: Tensor, config: TrainConfig, gen: torch.Generator) -> Tensor:
-    """Apply the configured policy to a float batch of images (normalised or not)."""
-    policy = config.augment_policy
-    if policy == "auto":
-        policy = "shift" if x.shape[1] == 1 else "crop_flip"
-    if policy == "shift":
-        if config.rotate:
-            return random_shift_rotate(x, config.shift, config.rotate, gen)
-        return random_shift(x, config.shift, gen) if config.shift else x
-    if policy == "crop_flip":
-        if config.crop_padding:
-            x = random_crop(F.pad(x, (config.crop_padding,) * 4, mode="reflect"), x.shape[-2:], gen)
-        x = random_flip(x, gen)
-        return cutout(x, config.cutout, gen) if config.cutout else x
-    raise NasError(f"unknown augment_policy {config.augment_policy!r}: use auto, shift or crop_flip")
-
-
 # ---- the loop ----------------------------------------------------------------------------------------
 
 class _Normalise:
@@ -324,7 +256,7 @@ def _lr_at(step: int, total: int, config: TrainConfig) -> float:
     return config.lr * max(0.0, (total - step) / max(1, total - rise))
 
 
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, norm: _Normalise, batch_size: int = 2000,
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, norm: _Normalise, batch_size: int = 2000,
              bf16: bool = False) -> float:
     """Accuracy of ``model`` on uint8 images ``x`` with labels ``y`` (0..1)."""
     was_training = model.training
@@ -390,6 +322,11 @@ def _keep_freed_memory() -> None:
     Every training step allocates activation tensors of tens of MB; by default glibc maps each with
     mmap and unmaps it on free, so every step pays page faults to zero fresh pages. Raising the mmap
     threshold to its maximum lets freed blocks be reused; measured 10-15% faster steps on CPU.
+
+    Process-wide, on purpose and by necessity: ``mallopt`` sets the one allocator every thread and
+    library of the process shares (there is no per-call or per-tensor setting), and memory it keeps
+    stays with the process. So it runs once, at the first :func:`train`, is never undone, and also
+    applies to whatever else the process allocates afterwards.
     """
     global _MALLOC_TUNED
     if _MALLOC_TUNED:
@@ -462,22 +399,22 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
             with ema.swapped_in() if ema is not None else contextlib.nullcontext():
                 if config.bn_recalibrate:
                     recalibrate_bn(net, data.x_train[recal_idx], norm, eval_bs, config.bf16)
-                accuracy = evaluate(net, data.x_test, data.y_test, norm, eval_bs, config.bf16)
-            result.accuracies.append(accuracy)
+                acc = accuracy(net, data.x_test, data.y_test, norm, eval_bs, config.bf16)
+            result.accuracies.append(acc)
             result.losses.append(losses.mean().item())
             result.epoch_seconds.append(time.perf_counter() - t0)
-            bar.set_postfix_str(f"epoch {epoch} eval {accuracy:.4f}")
-            met = config.target is not None and accuracy >= config.target and result.target_epoch is None
+            bar.set_postfix_str(f"epoch {epoch} eval {acc:.4f}")
+            met = config.target is not None and acc >= config.target and result.target_epoch is None
             if met:
                 result.target_epoch = epoch
-            caller_stops = on_epoch is not None and on_epoch(epoch, accuracy)
+            caller_stops = on_epoch is not None and on_epoch(epoch, acc)
             if met and config.stop_at_target:
                 result.status = "target_met"
-                result.message = f"reached {accuracy:.4f} >= target {config.target} at epoch {epoch}"
+                result.message = f"reached {acc:.4f} >= target {config.target} at epoch {epoch}"
                 break
             if caller_stops:
                 result.status = "stopped"
-                result.message = f"stopped by the caller after epoch {epoch} ({accuracy:.4f})"
+                result.message = f"stopped by the caller after epoch {epoch} ({acc:.4f})"
                 break
     finally:
         bar.close()

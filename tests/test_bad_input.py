@@ -83,6 +83,12 @@ class World:
         shutil.copyfile(db, self.db)
         self.storage = f"sqlite:///{self.db}"
 
+    @property
+    def known(self) -> set[str]:
+        """What the case itself put in the folder: its data, spaces, files and the storage."""
+        return {p.name for p in self.root.iterdir() if p.suffix in (".yaml", ".pt") or p.name in (
+            "results", "data", "corrupt", "one_sided", "a_file", "p.yaml", "q.yaml")}
+
     def space(self, edit=None, raw: str | None = None) -> str:
         self.spaces = getattr(self, "spaces", 0) + 1
         path = self.root / f"tiny{self.spaces}.yaml"  # a new file each time: processes may run at once
@@ -209,6 +215,62 @@ CASES = [
      r"every candidate trained in this run diverged \(loss became (NaN|infinite) at epoch 1 batch \d+\); "
      r"lower 'lr' under 'train:' in .*tiny\d*\.yaml and rerun the same command", {}),
 ]
+
+
+def _spec(w: World, name: str, layers: list, side: int = 16) -> str:
+    return w.file(f"{name}.yaml", yaml.safe_dump({"name": name, "input": [1, side, side], "layers": layers}))
+
+
+def _empty_class(w: World) -> str:
+    folder = _images(w.root / "one_sided")
+    for f in (folder / "train" / "c1").iterdir():
+        f.unlink()
+    return str(folder)
+
+
+def _train(w: World, design: str, *more: str) -> list[str]:
+    return ["train", design, "--dataset", str(w.data), "--epochs", "1", *more]
+
+
+CASES += [  # issue 13: what crashed or was accepted silently
+    ("train a net of the wrong output size", lambda w: _train(w, _spec(w, "seven", [{"conv": {"out": 7}}, "gap"])),
+     r"seven\.yaml gives outputs of shape \[7, 1, 1\] but .* has 2 classes; its last layer must give 2 scores", {}),
+    ("train a net of another input size", lambda w: _train(w, "seed001"),
+     r"seed001 takes input \[1, 28, 28\] but .*'s images are \[1, 16, 16\]; use the matching dataset", {}),
+    ("train a GAP net on larger images", lambda w: _train(w, _spec(w, "small", [{"conv": {"out": 2}}, "gap"], 12)),
+     r"small\.yaml takes input \[1, 12, 12\] but .*'s images are \[1, 16, 16\]", {}),
+    ("train and save into a missing folder",
+     lambda w: _train(w, _spec(w, "fine", [{"conv": {"out": 2}}, "gap"]), "--save", str(w.root / "no" / "w.pt")),
+     r"cannot save weights to .*no/w\.pt: folder .*no does not exist; create it or pass another --save", {}),
+    ("zero batch size", lambda w: _search(w, w.space(edit=_set("train", {"batch_size": 0}))),
+     r"tiny\d*\.yaml: train: batch_size must be a whole number of at least 1, got 0", {}),
+    ("learning rate that is a word", lambda w: _search(w, w.space(edit=_set("train", {"lr": "fast"}))),
+     r"tiny\d*\.yaml: train: lr must be a number above 0, got 'fast'", {}),
+    ("negative learning rate", lambda w: _search(w, w.space(edit=_set("train", {"lr": -0.1}))),
+     r"tiny\d*\.yaml: train: lr must be a number above 0, got -0\.1", {}),
+    ("journal storage on a YAML file", lambda w: _search(w, w.space(), storage="journal:" + w.space()),
+     r"tiny\d*\.yaml is not an Optuna journal file; pass a new file or an existing journal", {}),
+    ("journal storage on an SQLite file", lambda w: _search(w, w.space(), storage=f"journal:{w.db}"),
+     r"studies\.db is not an Optuna journal file", {}),
+    ("sqlite storage on a YAML file", lambda w: _search(w, w.space(), storage=f"sqlite:///{w.space()}"),
+     r"tiny\d*\.yaml is not an SQLite database; pass a new file", {}),
+    ("in-memory storage", lambda w: _search(w, w.space(), storage="sqlite://"),
+     r"storage sqlite:// keeps the study in memory, so it is lost on exit; use a file", {}),
+    ("timeout that is not a number", lambda w: _search(w, w.space(), "--timeout", "nan"),
+     r"Invalid value for --timeout: nan is not a number of seconds; give a finite number", {}),
+    ("study name that climbs out of results", lambda w: _search(w, w.space(), "--study", "../../../x"),
+     r"study name '\.\./\.\./\.\./x' is not a plain name; use letters, digits and _ - \.", {}),
+    ("study name that is an absolute path", lambda w: _search(w, w.space(), "--study", str(w.root / "abs")),
+     r"study name '/.*abs' is not a plain name", {}),
+    ("a net too large to build", lambda w: ["export", _spec(w, "huge", [{"conv": {"out": 10 ** 10}}, "gap"]),
+                                            "-o", str(w.root / "huge")],
+     r"huge has 100,000,000,000 params \(372\.5 GiB of weights\), more than this machine can build", {}),
+    ("a training class without images", lambda w: _search(w, w.space(edit=_set("task.dataset", _empty_class(w)))),
+     r"class 'c1' has no training images in .*one_sided/train/c1; add images there or remove the class", {}),
+    ("storage error after the results folder is named", lambda w: _search(
+        w, w.space(), storage=f"postgresql://nas@127.0.0.1:{_free_port()}/nas", results=str(w.root / "fresh")),
+     r"cannot open storage postgresql://\*\*\*@127\.0\.0\.1:\d+/nas", {}),
+]
 WRITES_A_STUDY = {"NaN loss"}  # the trials that diverged are recorded in a new study 'tiny'
 
 
@@ -234,6 +296,11 @@ def test_bad_input(world, name, args, message, env):
         assert not result.stdout.strip(), result.stdout  # nothing else printed
     after = world.snapshot()
     assert after[:2] == before[:2], "study 'keep' changed"
+    if name not in WRITES_A_STUDY:  # nothing written outside the named folders, and no empty ones
+        made = {p.relative_to(world.root).parts[0] for p in world.root.iterdir()} - world.known
+        assert made <= {"cache"}, f"{name} wrote {sorted(made)}"
+        assert not (world.root / "results" / "tiny").exists() and not (world.root / "fresh").exists()
+        assert not (world.root / "export").exists() and not (world.root / "huge").exists()
     if name not in WRITES_A_STUDY:
         assert after[2] == before[2], "the storage was written to"
     names = optuna.get_all_study_names(world.storage)

@@ -178,7 +178,7 @@ def test_front_column_marks_the_unbeaten_trials():
     df = report.trials_frame(varied_study())
     # 4,000 params at 98% (trial 1; trial 7 ties it, later) and 8,000 at 99.2%; the NaN and the rest are not
     assert sorted(df[df.on_front].trial) == [0, 1]
-    assert "◆" in report.format_table(df)
+    assert "◆" in report.format_trials(df)
 
 
 def test_markdown_escapes_pipes():

@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+from nas import augment as A
 from nas import data as datasets
 from nas import train as T
 from nas.build import build
@@ -48,7 +49,7 @@ def quick(**kw) -> T.TrainConfig:
 @pytest.mark.parametrize("channels, policy", [(1, "shift"), (3, "crop_flip"), (1, "auto"), (3, "auto")])
 def test_augment_keeps_shape_dtype_and_value_range(channels, policy):
     x = torch.rand(16, channels, 28, 28, generator=gen())
-    out = T.augment_batch(x, T.TrainConfig(augment_policy=policy, cutout=8), gen(1))
+    out = A.augment_batch(x, T.TrainConfig(augment_policy=policy, cutout=8), gen(1))
     assert out.shape == x.shape and out.dtype == x.dtype
     assert out.min() >= 0 and out.max() <= 1 + 1e-6  # interpolation, padding and cutout stay in range
     assert not torch.equal(out, x)
@@ -57,7 +58,7 @@ def test_augment_keeps_shape_dtype_and_value_range(channels, policy):
 def test_shift_moves_a_dot_by_at_most_shift_pixels():
     x = torch.zeros(64, 1, 15, 15)
     x[:, :, 7, 7] = 1
-    out = T.random_shift(x, 2, gen())
+    out = A.random_shift(x, 2, gen())
     ys, xs = (out[:, 0] == 1).nonzero()[:, 1:].T
     assert out.sum(dim=(1, 2, 3)).eq(1).all()
     assert (ys - 7).abs().max() == 2 and (xs - 7).abs().max() == 2  # 64 draws reach both limits
@@ -66,7 +67,7 @@ def test_shift_moves_a_dot_by_at_most_shift_pixels():
 def test_rotation_turns_by_at_most_the_given_angle():
     x = torch.zeros(200, 1, 41, 41)
     x[:, :, 20, 36] = 1  # 16 px right of the centre
-    out = T.random_shift_rotate(x, 0, 10.0, gen())
+    out = A.random_shift_rotate(x, 0, 10.0, gen())
     ys, xs = torch.meshgrid(torch.arange(41.0), torch.arange(41.0), indexing="ij")
     w = out[:, 0]
     cy, cx = (w * ys).sum((1, 2)) / w.sum((1, 2)), (w * xs).sum((1, 2)) / w.sum((1, 2))
@@ -76,14 +77,14 @@ def test_rotation_turns_by_at_most_the_given_angle():
 
 def test_crop_flip_and_cutout():
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
-    assert torch.equal(T.random_crop(x, (4, 4), gen()), x)  # a full-size crop is the identity
-    crops = T.random_crop(torch.nn.functional.pad(x, (1,) * 4), (4, 4), gen())
+    assert torch.equal(A.random_crop(x, (4, 4), gen()), x)  # a full-size crop is the identity
+    crops = A.random_crop(torch.nn.functional.pad(x, (1,) * 4), (4, 4), gen())
     assert crops.shape == x.shape
-    flipped = T.random_flip(x.repeat(32, 1, 1, 1), gen())
+    flipped = A.random_flip(x.repeat(32, 1, 1, 1), gen())
     mirrored = torch.tensor([torch.equal(f, x[i % 2].flip(-1)) for i, f in enumerate(flipped)])
     kept = torch.tensor([torch.equal(f, x[i % 2]) for i, f in enumerate(flipped)])
     assert (mirrored | kept).all() and mirrored.any() and kept.any()
-    holes = T.cutout(torch.ones(50, 3, 10, 10), 4, gen())
+    holes = A.cutout(torch.ones(50, 3, 10, 10), 4, gen())
     zeros = (holes == 0).all(1).sum((1, 2))
     assert zeros.max() == 16 and zeros.min() >= 4  # a 4x4 square, clipped at the edges
     assert ((holes == 0).all(1) | (holes == 1).all(1)).all()  # all channels together
@@ -92,7 +93,7 @@ def test_crop_flip_and_cutout():
 def test_augmentation_is_repeatable_for_a_seed():
     x = torch.rand(8, 3, 32, 32, generator=gen())
     cfg = T.TrainConfig(cutout=8)
-    assert torch.equal(T.augment_batch(x, cfg, gen(5)), T.augment_batch(x, cfg, gen(5)))
+    assert torch.equal(A.augment_batch(x, cfg, gen(5)), A.augment_batch(x, cfg, gen(5)))
 
 
 # ---- the loop ---------------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def test_the_trained_model_scores_the_last_reported_accuracy(options):
     d, net = blobs(classes=3), small_net(classes=3)
     r = T.train(net, d, quick(**options))
     norm = T._Normalise(d, torch.device("cpu"), channels_last=True)
-    assert T.evaluate(net, d.x_test, d.y_test, norm) == r.accuracies[-1]
+    assert T.accuracy(net, d.x_test, d.y_test, norm) == r.accuracies[-1]
 
 
 def test_weight_average_follows_the_weights():
