@@ -118,38 +118,38 @@ def validation_data(study: optuna.Study, data, train_limit: int | None = None, s
 
 
 def enqueue(study: optuna.Study, space: Space, design_or_file: str) -> dict[str, Any]:
-    """Queue a documented design (a point of the space) or a params file as a fixed trial.
+    """Queue a documented design (a point of the space) or a params file (its choices) as a fixed trial.
 
     Strict: an unknown choice or a value outside the space is an error, and a design's spec must be
     the very net its document describes.
     """
-    params, design = point(space, design_or_file)
-    study.enqueue_trial(space.encode(params), user_attrs={"design": design}, skip_if_exists=True)
-    return params
+    choices, design = point(space, design_or_file)
+    study.enqueue_trial(space.encode(choices), user_attrs={"design": design}, skip_if_exists=True)
+    return choices
 
 
 def point(space: Space, design_or_file: str) -> tuple[dict[str, Any], str]:
-    """The params and name of a documented design or params file, checked strictly (see :func:`enqueue`)."""
+    """The choices and name of a documented design or choices file, checked strictly (see :func:`enqueue`)."""
     if Path(design_or_file).suffix in (".yaml", ".yml", ".json"):
-        params, design = _params_file(Path(design_or_file), space), Path(design_or_file).stem
+        choices, design = _choices_file(Path(design_or_file), space), Path(design_or_file).stem
     else:
-        params, design = space.point_of(design_or_file), design_or_file
-    params = space.check_params(params)
+        choices, design = space.point_of(design_or_file), design_or_file
+    choices = space.check_params(choices)
     if design in registry.designs():
-        expected, got = fingerprint(registry.load_design(design)), fingerprint(space.spec(params))
+        expected, got = fingerprint(registry.load_design(design)), fingerprint(space.spec(choices))
         if expected != got:
             raise NasError(f"points.{design} in {space.source} does not give the net of design {design}; "
                            "fix the point's values")
-    return params, design
+    return choices, design
 
 
-def _params_file(path: Path, space: Space) -> dict[str, Any]:
+def _choices_file(path: Path, space: Space) -> dict[str, Any]:
     from .yamlfile import read_yaml
 
-    params = read_yaml(path, "params file")
-    if not isinstance(params, dict):
+    choices = read_yaml(path, "params file")
+    if not isinstance(choices, dict):
         raise NasError(f"{path}: a params file maps each choice of {space.name} to a value")
-    return params
+    return choices
 
 
 class Objective:
@@ -168,9 +168,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         space, cost = self.cfg.space, self.cfg.space.task.cost
         # Optuna takes plain values only: list-valued choices are proposed by their labels ("8-16-32")
-        params = space.decode({k: trial.suggest_categorical(k, space.labels(k)) for k in space.choices})
+        choices = space.decode({k: trial.suggest_categorical(k, space.labels(k)) for k in space.choices})
         start = time.perf_counter()
-        cand = check(space, params)
+        cand = check(space, choices)
         trial.set_user_attr("check_ms", round((time.perf_counter() - start) * 1000, 3))
         trial.set_user_attr("failures", list(cand.failures))
         if cand.analysis is not None:
@@ -335,8 +335,11 @@ def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial
     study = open_study(cfg)
     study.set_user_attr("input_norm", {"mean": list(data.mean), "std": list(data.std)})  # for exported models
     search_data = validation_data(study, data, cfg.train_limit, cfg.seed)
-    for params, design in fixed:
-        study.enqueue_trial(cfg.space.encode(params), user_attrs={"design": design}, skip_if_exists=True)
+    done = counts(study)
+    if done["trained"] or done["failed"] or _queued(study):
+        print(f"resuming study {cfg.name}: {done['trained']} trained so far", file=sys.stderr, flush=True)
+    for choices, design in fixed:
+        study.enqueue_trial(cfg.space.encode(choices), user_attrs={"design": design}, skip_if_exists=True)
     start = time.perf_counter()
     with Stop() as stop:
         _optimize(cfg, study, Objective(cfg, search_data, stop, train_fn), stop, on_trial)
@@ -455,7 +458,7 @@ def describe(outcome: Outcome, cfg: SearchConfig) -> list[str]:
              f"{outcome.rejected} rejected before training"
              + (f" (check median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms)" if ms else "")
              + f", {outcome.duplicates} duplicates"
-             + (f", {outcome.failed} failed (workers stopped or lost)" if outcome.failed else "")
+             + (f", {outcome.failed} stopped or lost (queued again)" if outcome.failed else "")
              + f"; {outcome.seconds:.0f} s this run"]
     if not outcome.front:
         return lines + ["no trained candidate on the front yet"]

@@ -1,4 +1,4 @@
-"""Where studies live: storage URLs, results folders, and what each trial records.
+"""Where studies live: storage URLs (checked before anything is created), results folders, heartbeats.
 
 A study is an Optuna study. ``--storage`` takes any URL Optuna does (``sqlite:///...``,
 ``postgresql://...``) or ``journal:PATH`` for Optuna's journal file (several processes on one
@@ -44,6 +44,9 @@ def storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.B
     """An Optuna storage for ``url``. RDB storages get heartbeats, so a killed worker's trial
     is marked failed and retried by another worker."""
     url = check_url(url)
+    for prefix in ("journal:", "sqlite:///"):  # the folder is made only now, when the storage opens
+        if url.startswith(prefix):
+            Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         return JournalStorage(JournalFileBackend(url[len("journal:"):]))

@@ -322,3 +322,23 @@ def test_real_processes_print_one_line_and_no_warnings(world):
         lines = err.strip().splitlines()
         assert len(lines) == 1 and re.search(picked[name][2], lines[0]), (name, err)
     assert optuna.load_study(study_name="keep", storage=world.storage).trials[1].values == [0.99, 1000]
+
+
+def test_a_spec_named_like_a_path_exports_inside_export(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "sneaky.yaml"
+    spec.write_text(yaml.safe_dump({"name": "../../x", "input": [1, 8, 8], "layers": [{"conv": {"out": 2}}, "gap"]}))
+    result = CliRunner().invoke(main, ["export", str(spec)])
+    assert result.exit_code == 0, result.output
+    written = [p for p in tmp_path.rglob("model.py")]
+    assert len(written) == 1 and written[0].parent.parent == tmp_path / "export", written
+    assert not (tmp_path.parent / "x").exists() and not (tmp_path.parent.parent / "x").exists()
+
+
+def test_check_refuses_an_output_that_is_not_one_score_per_class(tmp_path):
+    spec = tmp_path / "map.yaml"
+    spec.write_text(yaml.safe_dump({"name": "map", "input": [1, 5, 5], "layers": [{"conv": {"out": 10}}]}))
+    result = CliRunner().invoke(main, ["check", str(spec)])
+    assert result.exit_code == 1, result.output
+    assert "outputs one score per class ✗ (output [10, 3, 3]" in result.output
+    assert CliRunner().invoke(main, ["check", "seed001"]).exit_code == 0

@@ -77,7 +77,7 @@ def test_the_split_is_the_same_for_every_worker_and_resume(tmp_path):
         sorted(data.x_train.flatten(1).sum(1).tolist())
 
 
-def test_front_is_cheapest_first_and_confirmation_picks_those_that_reached_the_target(tmp_path):
+def test_front_is_cheapest_first_and_confirmation_picks_those_that_reached_the_target_first(tmp_path):
     study = optuna.create_study(directions=["maximize", "minimize"])
 
     def add(acc, params, failures=()):
@@ -91,8 +91,11 @@ def test_front_is_cheapest_first_and_confirmation_picks_those_that_reached_the_t
     add(0.97, 400)
     add(0.99, 500, failures=["params < 450"])  # infeasible: never on the front
     assert [t.user_attrs["params"] for t in trials.front(study)] == [100, 200, 400]
-    assert [t.user_attrs["params"] for t in trials.to_confirm(study, 0.95)] == [200, 400]
-    assert [t.user_attrs["params"] for t in trials.to_confirm(study, 0.95, limit=1)] == [200]
+    picked = lambda target, limit=3: [t.user_attrs["params"] for t in trials.to_confirm(study, target, limit=limit)]  # noqa: E731
+    assert picked(0.95, limit=2) == [200, 400]  # those that reached the target, cheapest first
+    assert picked(0.95, limit=1) == [200]
+    assert picked(0.95) == [200, 400, 100]  # then the most accurate of the rest
+    assert picked(0.999) == [400, 200, 100]  # none reached it: the most accurate first
 
 
 def test_best_is_the_cheapest_design_that_meets_the_target_in_every_seed():
@@ -155,3 +158,27 @@ def test_a_run_queued_twice_is_trained_once(tmp_path):
     statuses = sorted(t.user_attrs["status"] for t in companion(study).trials)
     assert statuses == ["confirmed", "duplicate"]
     assert done.found[t.user_attrs["fingerprint"]].done
+
+
+@pytest.mark.slow
+def test_reproduce_prints_a_documented_designs_confirmed_figures(tmp_path, monkeypatch):
+    """Real MNIST, a small slice: `nas reproduce seed001` confirms the design over its seeds."""
+    from click.testing import CliRunner
+
+    from conftest import DATA
+    from nas.cli import main
+
+    if not (DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST not found at {DATA}")
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["reproduce", "seed001", "--data-dir", str(DATA), "--results", str(tmp_path / "runs"),
+            "--train-limit", "256", "--seeds", "2"]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0, done.output
+    lines = done.output.strip().splitlines()
+    assert sum(line.startswith("confirm seed001      seed ") for line in lines) == 2
+    assert lines[-2].startswith("confirmation: 12 epochs on all 256 training images, tested once after the last epoch")
+    assert lines[-1].startswith("seed001: 18,666 params; ") and " seeds >= 99.40% at epoch 12; test mean " in lines[-1]
+    again = CliRunner().invoke(main, args)  # resumes: both seeds are done, nothing is trained again
+    assert again.exit_code == 0 and "confirm seed001" not in again.output and again.output.strip().endswith(
+        lines[-1].split("; test mean")[1])

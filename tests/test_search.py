@@ -140,3 +140,15 @@ def test_counts(tmp_path):
     run(cfg, data=tiny_data(), train_fn=FakeTrainer())
     c = counts(optuna.load_study(study_name="toy", storage=cfg.storage))
     assert c["trained"] == 4 and c["failed"] == 0
+
+
+def test_the_default_storage_works_in_a_fresh_folder(tmp_path, monkeypatch):
+    """No runs/ folder yet: the first search makes it (and nothing before its storage opens)."""
+    from nas import study as studies
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(studies, "RESULTS", tmp_path / "runs")
+    monkeypatch.setattr(studies, "DEFAULT_STORAGE", "sqlite:///runs/studies.db")
+    cfg = SearchConfig(Space.from_dict(SPACE), trials=1, confirm=0, results=tmp_path / "runs")
+    assert run(cfg, data=tiny_data(), train_fn=FakeTrainer()).trained == 1
+    assert (tmp_path / "runs" / "studies.db").is_file() and (tmp_path / "runs" / "toy" / "weights").is_dir()
