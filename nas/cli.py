@@ -339,7 +339,7 @@ def confirm_cmd(study, storage, results, data_dir, device, train_limit, confirm_
 
     s = studies.load(study, _storage(storage, results), heartbeat=True)
     cfg = SearchConfig(_space_of(s), s.study_name, _storage(storage, results), data_dir=data_dir, device=device,
-                       train_limit=train_limit, confirm=confirm_top or 3, seeds=seeds, **_results(results))
+                       train_limit=train_limit, confirm=confirm_top, seeds=seeds, **_results(results))
     _quiet_optuna()
     data = load_data(cfg)
     check_data(cfg.space, data)

@@ -49,12 +49,13 @@ class Confirmed:
     trained: int = 0  # runs this worker trained
 
     def lines(self) -> list[str]:
-        if not self.asked:
-            return [f"nothing to confirm: no design on the front reached the validation target {self.target:.2%}"]
+        shown = self.asked or sorted(self.found, key=lambda fp: self.found[fp].figures.get(self.cost) or 0)
+        if not shown:
+            return ["nothing to confirm: no trained design on the front yet"]
         out = [f"confirmation: {self.epochs} epochs on all {self.images:,} training images, "
                f"tested once after the last epoch:"]
         failed = 0
-        for fp in self.asked:
+        for fp in shown:
             c = self.found.get(fp)
             if c is None:
                 out.append(f"  {fp}: no seed finished yet")
@@ -62,8 +63,7 @@ class Confirmed:
             verdict = "meets the target" if c.meets(self.target) else "still running" if not c.done else "FAILS"
             failed += c.done and not c.meets(self.target)
             out.append(f"  {c.line(self.target, self.cost)}  -> {verdict}")
-        out.append(f"{failed} of {len(self.asked)} validation-selected design{'s' if len(self.asked) > 1 else ''} "
-                   "failed confirmation")
+        out.append(f"{failed} of {len(shown)} design{'s' if len(shown) > 1 else ''} failed confirmation")
         if self.best is None:
             out.append(f"best: no confirmed design meets the target {self.target:.2%} yet")
         else:
@@ -71,10 +71,10 @@ class Confirmed:
         return out
 
 
-def companion(study: optuna.Study) -> optuna.Study:
+def companion(study: optuna.Study, train_limit: int | None = None) -> optuna.Study:
     """The study that holds ``study``'s confirmation runs, in the same storage."""
-    return optuna.create_study(study_name=trials.confirm_study_name(study.study_name), storage=study._storage,
-                               direction="maximize", load_if_exists=True)
+    return optuna.create_study(study_name=trials.confirm_study_name(study.study_name, train_limit),
+                               storage=study._storage, direction="maximize", load_if_exists=True)
 
 
 def existing(study: optuna.Study) -> optuna.Study | None:
@@ -84,16 +84,22 @@ def existing(study: optuna.Study) -> optuna.Study | None:
     return optuna.load_study(study_name=name, storage=study._storage) if name in names else None
 
 
-def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int) -> str:
-    """Queue the runs of one design that are not queued, running or done yet; return its fingerprint."""
+def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int, epochs: int) -> str:
+    """Queue the runs of one design (on a schedule of ``epochs``) that are not queued, running or done
+    yet; return its fingerprint."""
     fp = fingerprint(Spec.from_dict(spec))
     have = {t.user_attrs.get("seed") for t in runs.get_trials(deepcopy=False, states=LIVE_STATES)
-            if t.user_attrs.get("fingerprint") == fp and t.user_attrs.get("status") != "duplicate"}
+            if _same_run(t.user_attrs, fp, t.user_attrs.get("seed"), epochs) and t.user_attrs.get("status") != "duplicate"}
     for seed in range(seeds):
         if seed not in have:
-            runs.enqueue_trial({}, user_attrs={"kind": "confirm", "fingerprint": fp, "seed": seed, "spec": spec,
-                                               "source": source, **figures})
+            runs.enqueue_trial({}, user_attrs={"kind": "confirm", "fingerprint": fp, "seed": seed, "epochs": epochs,
+                                               "spec": spec, "source": source, **figures})
     return fp
+
+
+def _same_run(attrs: dict, fp: str, seed: int, epochs: int) -> bool:
+    return (attrs.get("fingerprint") == fp and attrs.get("seed") == seed
+            and attrs.get("epochs", epochs) == epochs)  # a run queued before it recorded its schedule
 
 
 def _figures(attrs: dict) -> dict:
@@ -109,22 +115,24 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
     from .search import train_config
 
     task = cfg.space.task
-    seeds = cfg.seeds or task.seeds
-    runs = companion(study)
-    asked = [queue(runs, t.user_attrs["spec"], f"trial {t.number}", _figures(t.user_attrs), seeds)
+    seeds, epochs = cfg.seeds or task.seeds, train_config(cfg, confirm_seed=0).epochs
+    runs = companion(study, cfg.train_limit)
+    if not cfg.train_limit and study.user_attrs.get("confirm_epochs") != epochs:
+        study.set_user_attr("confirm_epochs", epochs)  # reports and export count runs of this schedule only
+    asked = [queue(runs, t.user_attrs["spec"], f"trial {t.number}", _figures(t.user_attrs), seeds, epochs)
              for t in trials.to_confirm(study, task.target, task.cost, cfg.confirm)]
     for design in designs:
         a = analyse(registry.load_design(design))
         data.check_fits(a.spec.input, a.out_shape, f"design {design}")
         failures = [r.name for r in task.constraints.failures(a)]
-        asked.append(queue(runs, a.spec.to_dict(), design, _figures({**a.figures(), "failures": failures}), seeds))
+        figures = _figures({**a.figures(), "failures": failures})
+        asked.append(queue(runs, a.spec.to_dict(), design, figures, seeds, epochs))
     data = data.subset(train=cfg.train_limit, seed=cfg.seed) if cfg.train_limit else data
-    out = Confirmed(task.target, task.cost, train_config(cfg, confirm_seed=0).epochs, len(data.y_train),
-                    asked=list(dict.fromkeys(asked)))
+    out = Confirmed(task.target, task.cost, epochs, len(data.y_train), asked=list(dict.fromkeys(asked)))
     with Stop() as stop:
         out.trained = _work(cfg, runs, data, train_fn, stop, on_run)
     out.interrupted = stop.requested
-    out.found = trials.confirmations(runs, seeds)
+    out.found = trials.confirmations(runs, seeds, epochs)
     out.best = trials.best(out.found, task.target, task.cost)
     return out
 
@@ -156,11 +164,11 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
 
     a = trial.user_attrs
     trial.set_user_attr("worker", worker_name())
-    if _taken(runs, trial, a["fingerprint"], a["seed"]):
+    config = train_config(cfg, confirm_seed=a["seed"])
+    if _taken(runs, trial, a["fingerprint"], a["seed"], config.epochs):
         trial.set_user_attr("status", "duplicate")
         runs.tell(trial, state=TrialState.PRUNED)
         return 0
-    config = train_config(cfg, confirm_seed=a["seed"])
     model = build(Spec.from_dict(a["spec"]))
     try:
         result = (train_fn or train)(model, data, config, on_epoch=lambda epoch, acc: stop.requested)
@@ -182,11 +190,11 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
     return 1
 
 
-def _taken(runs: optuna.Study, trial: optuna.Trial, fp: str, seed: int) -> bool:
+def _taken(runs: optuna.Study, trial: optuna.Trial, fp: str, seed: int, epochs: int) -> bool:
     """Another worker has done this run, or is doing it and took it first (a run queued twice)."""
     for t in runs.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
         a = t.user_attrs
-        if t.number == trial.number or a.get("fingerprint") != fp or a.get("seed") != seed:
+        if t.number == trial.number or not _same_run(a, fp, seed, epochs):
             continue
         if a.get("status") == "duplicate":
             continue

@@ -354,7 +354,7 @@ def _best(s, constraints: Constraints, dirs: list[Path], storage: str) -> Source
     from .confirm import existing
 
     target, cost = s.user_attrs.get("target", 1.0), s.user_attrs.get("cost", "params")
-    found = trials.confirmations(existing(s), s.user_attrs.get("seeds", 3))
+    found = trials.confirmations(existing(s), s.user_attrs.get("seeds", 3), s.user_attrs.get("confirm_epochs"))
     c = trials.best(found, target, cost)
     if c is None:
         raise NasError(f"study {s.study_name!r} has no confirmed design that meets its target yet; run "

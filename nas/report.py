@@ -68,7 +68,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 def _confirmations(study: optuna.Study) -> dict[str, trials.Confirmation]:
     from .confirm import existing
 
-    return trials.confirmations(existing(study), study.user_attrs.get("seeds", 3))
+    return trials.confirmations(existing(study), study.user_attrs.get("seeds", 3), study.user_attrs.get("confirm_epochs"))
 
 
 def _row(t: optuna.trial.FrozenTrial, found: dict, front: set, target: float | None) -> dict[str, Any]:

@@ -337,7 +337,7 @@ def load(study_name: str | None, url: str | None = None, heartbeat: bool = False
             raise NasError(f"no study database at {url[len(prefix):]}; run `nas search` first, or pass --storage URL")
     store = storage(url, heartbeat=heartbeat)
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)
-             if not s.study_name.endswith(CONFIRM_SUFFIX)]  # a study's confirmation runs are part of it
+             if CONFIRM_SUFFIX not in s.study_name]  # a study's confirmation runs are part of it
     if study_name is None:
         if len(names) != 1:
             raise NasError(f"storage {_redact(url or DEFAULT_STORAGE)} holds {len(names)} studies "

@@ -55,7 +55,8 @@ SEARCH_STATUSES = ("rejected", "duplicate", "target_met", "complete", "pruned", 
 CONFIRM_STATUSES = ("confirmed", "nan", "interrupted", "duplicate")
 CONFIRM_SUFFIX = ".confirm"
 # What a re-queued run keeps of the one it repeats (a dead worker's, or one stopped by Ctrl-C).
-RUN_KEYS = ("kind", "fingerprint", "seed", "spec", "source", "params", "rf", "macs", "latency", "features", "failures")
+RUN_KEYS = ("kind", "fingerprint", "seed", "epochs", "spec", "source", "params", "rf", "macs", "latency", "features",
+            "failures")
 
 
 def carried(user_attrs: dict) -> dict:
@@ -65,8 +66,10 @@ def carried(user_attrs: dict) -> dict:
     return {k: v for k, v in user_attrs.items() if k in keys}
 
 
-def confirm_study_name(study_name: str) -> str:
-    return study_name + CONFIRM_SUFFIX
+def confirm_study_name(study_name: str, train_limit: int | None = None) -> str:
+    """Where a study's confirmation runs live; quick looks on a slice of the training images
+    (``--train-limit``) get a study of their own, so they never count as confirmations."""
+    return study_name + CONFIRM_SUFFIX + (f"-limit{train_limit}" if train_limit else "")
 
 
 # -- search trials --------------------------------------------------------------------------------
@@ -187,14 +190,17 @@ class Confirmation:
                 f"max {self.max:.2%}")
 
 
-def confirmations(study: optuna.Study | None, wanted: int = 3) -> dict[str, Confirmation]:
-    """Every design's confirmation in the companion study ``study`` (None: no confirmation yet)."""
+def confirmations(study: optuna.Study | None, wanted: int = 3, epochs: int | None = None) -> dict[str, Confirmation]:
+    """Every design's confirmation in the companion study ``study`` (None: no confirmation yet),
+    counting only runs of the schedule of ``epochs`` epochs when it is given."""
     out: dict[str, Confirmation] = {}
     if study is None:
         return out
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         a = t.user_attrs
         if a.get("kind") != "confirm" or a.get("status") == "duplicate":
+            continue
+        if epochs is not None and a.get("epochs") != epochs:
             continue
         c = out.setdefault(a["fingerprint"], Confirmation(
             a["fingerprint"], a.get("source", ""), {k: a.get(k) for k in ("params", "rf", "macs", "latency", "failures")},

@@ -182,3 +182,8 @@ def test_reproduce_prints_a_documented_designs_confirmed_figures(tmp_path, monke
     again = CliRunner().invoke(main, args)  # resumes: both seeds are done, nothing is trained again
     assert again.exit_code == 0 and "confirm seed001" not in again.output and again.output.strip().endswith(
         lines[-1].split("; test mean")[1])
+    from nas import study as studies
+    from nas.confirm import existing
+
+    s = studies.load("mnist_squeeze", f"sqlite:///{tmp_path / 'runs' / 'studies.db'}")
+    assert existing(s) is None, "a quick look on a slice of the training images never counts as a confirmation"
