@@ -271,6 +271,40 @@ CASES += [  # issue 13: what crashed or was accepted silently
         w, w.space(), storage=f"postgresql://nas@127.0.0.1:{_free_port()}/nas", results=str(w.root / "fresh")),
      r"cannot open storage postgresql://\*\*\*@127\.0\.0\.1:\d+/nas", {}),
 ]
+
+
+def _raw(w: World, data: bytes) -> str:
+    path = w.root / f"raw{len(list(w.root.glob('raw*.yaml')))}.yaml"
+    path.write_bytes(data)
+    return str(path)
+
+
+def _tiny_text(w: World, edit=None) -> str:
+    data = copy.deepcopy(SPACE)
+    data["task"]["dataset"] = str(w.data)
+    if edit:
+        edit(data)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+BOMB = ("name: bomb\na: &a [relu, relu, relu, relu, relu, relu, relu, relu, relu, relu]\n"  # ~800 bytes, 10^7 layers
+        + "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcdef", "bcdefg")))
+CASES += [  # issue 13, while loading: the same guarantees through `nas search` (the loaders have their own tests)
+    ("space file in Latin-1", lambda w: _search(w, _raw(w, _tiny_text(w).replace("tiny", "t\u00eeny").encode("latin-1"))),
+     r"search space file .*raw\d\.yaml is not UTF-8 text \(byte 0xee .*\); save it as UTF-8", {}),
+    ("binary space file", lambda w: _search(w, _raw(w, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")),
+     r"search space file .*raw\d\.yaml is not UTF-8 text", {}),
+    ("division by zero in a template", lambda w: _search(w, w.space(edit=lambda d: d["blocks"]["f"][0]["conv"].update(
+        out="$w // 0"))), r"expression '\$w // 0' cannot be computed", {}),
+    ("string times a huge count", lambda w: _search(w, w.space(edit=lambda d: d["blocks"]["f"][0]["conv"].update(
+        out="$w * 'a' * 100000000000000"))), r"expression .* computes a number above 1,000,000,000,000; fix", {}),
+    ("input that is a number", lambda w: _search(w, w.space(edit=_set("input", 5))),
+     r"input must be \[channels, height, width\] of positive integers", {}),
+    ("duplicate key in a space", lambda w: _search(w, _raw(w, (_tiny_text(w) + "choices: {w: [4]}\n").encode())),
+     r"duplicate key 'choices' at line \d+", {}),
+    ("alias bomb", lambda w: _search(w, _raw(w, BOMB.encode())),
+     r"raw\d\.yaml: its aliases expand to more than [\d,]+ values", {}),
+]
 WRITES_A_STUDY = {"NaN loss"}  # the trials that diverged are recorded in a new study 'tiny'
 
 

@@ -287,6 +287,7 @@ def test_cli_train_prints_epochs_target_and_time(tmp_path, monkeypatch):
     assert "epoch   1: test accuracy" in out.output and "epoch   3: test accuracy" in out.output
     assert "target 0.9: first met at epoch" in out.output and "s in all" in out.output
     assert (tmp_path / "w.pt").is_file()
+    assert "batch/s" not in out.output and "\r" not in out.output, "no progress bar when the output is not a terminal"
 
 
 def test_cli_train_needs_a_dataset_for_unusual_inputs(tmp_path):
