@@ -395,7 +395,7 @@ def reproduce(design, space_name, study, storage, results, data_dir, device, tra
     done = confirm(cfg, open_study(cfg), data, on_run=_print_run, designs=(design,))
     click.echo(done.lines()[0])
     c = done.found.get(done.asked[-1])
-    click.echo(c.line(space.task.target, space.task.cost) if c else f"{design}: no seed finished")
+    click.echo(c.line(space.task.target, space.task.cost, name=design) if c else f"{design}: no seed finished")
     if done.interrupted:
         click.echo("interrupted: every finished run is saved; run the same command to resume", err=True)
         sys.exit(130)

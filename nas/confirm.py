@@ -102,6 +102,11 @@ def _same_run(attrs: dict, fp: str, seed: int, epochs: int) -> bool:
             and attrs.get("epochs", epochs) == epochs)  # a run queued before it recorded its schedule
 
 
+def _source(t: optuna.trial.FrozenTrial) -> str:
+    design = t.user_attrs.get("design")
+    return f"trial {t.number}" + (f" ({design})" if design else "")
+
+
 def _figures(attrs: dict) -> dict:
     return {k: attrs[k] for k in ("params", "rf", "macs", "latency", "failures") if attrs.get(k) is not None}
 
@@ -119,7 +124,7 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
     runs = companion(study, cfg.train_limit)
     if not cfg.train_limit and study.user_attrs.get("confirm_epochs") != epochs:
         study.set_user_attr("confirm_epochs", epochs)  # reports and export count runs of this schedule only
-    asked = [queue(runs, t.user_attrs["spec"], f"trial {t.number}", _figures(t.user_attrs), seeds, epochs)
+    asked = [queue(runs, t.user_attrs["spec"], _source(t), _figures(t.user_attrs), seeds, epochs)
              for t in trials.to_confirm(study, task.target, task.cost, cfg.confirm)]
     for design in designs:
         a = analyse(registry.load_design(design))

@@ -177,17 +177,17 @@ class Confirmation:
         """Every wanted seed has finished, and each one's final test accuracy reaches ``target``."""
         return self.done and self.passed(target) == len(self.accuracies)
 
-    def line(self, target: float, cost: str = "params") -> str:
+    def line(self, target: float, cost: str = "params", name: str | None = None) -> str:
         size = self.figures.get(cost)
         shown = f"{size:,} {cost}" if isinstance(size, int) else f"{cost} {size:.3g}" if size is not None else ""
         seeds = f"{self.passed(target)}/{len(self.accuracies)} seeds >= {target:.2%}"
         seeds += f" at epoch {self.epochs}" if self.epochs else ""
         if not self.done:
             seeds += f" ({self.wanted - len(self.accuracies)} still to run)"
+        name = name or self.source
         if not self.accuracies:
-            return f"{self.source}: {shown}; no seed finished yet"
-        return (f"{self.source}: {shown}; {seeds}; test mean {self.mean:.2%}, min {self.min:.2%}, "
-                f"max {self.max:.2%}")
+            return f"{name}: {shown}; no seed finished yet"
+        return f"{name}: {shown}; {seeds}; test mean {self.mean:.2%}, min {self.min:.2%}, max {self.max:.2%}"
 
 
 def confirmations(study: optuna.Study | None, wanted: int = 3, epochs: int | None = None) -> dict[str, Confirmation]:
