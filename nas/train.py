@@ -421,7 +421,7 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
     if ema is not None and result.accuracies:
         ema.copy_to_model()  # the weights the last test measured (their BatchNorm statistics too)
     if result.status == "complete":
-        result.message = f"{config.epochs} epochs, final test accuracy {result.final_accuracy:.4f}"
+        result.message = f"{config.epochs} epochs, final accuracy {result.final_accuracy:.4f}"
     result.seconds = time.perf_counter() - started
     return result
 
