@@ -19,7 +19,7 @@ import pandas as pd
 
 from .report import task_line, trained_only  # report imports this module only inside its write()
 
-LEARNING_CURVES = 5  # front trials drawn, besides the documented designs
+LEARNING_CURVES = 5  # trials drawn (the front first), besides the documented designs
 
 # Marker shapes differ as well as colours, so the plots survive greyscale printing and colour blindness.
 STYLE = {
@@ -233,7 +233,7 @@ def learning_curves(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
               if t.number in set(picked.trial)}
     fig, ax, _ = _figure(strip=False)
     designs = " and documented designs" if (picked.design != "").any() else ""
-    _titles(fig, ax, study, f"validation accuracy per epoch, {min(len(trained), LEARNING_CURVES)} front trials{designs}")
+    _titles(fig, ax, study, f"validation accuracy per epoch, {min(len(trained), LEARNING_CURVES)} trials (the front first){designs}")
     # early epochs may fall below the axis, but a documented design's best epoch stays in view:
     # it is the reference the search is compared with
     lo, hi = _zoom([v for c in curves.values() for v in c], target)
