@@ -81,7 +81,7 @@ def check_url(url: str | None) -> str:
     if url.startswith("journal:"):
         path = Path(url[len("journal:"):])
         writable(path.parent)
-        _journal_or_new(path)
+        _usable_file(path, "journal")
         return url
     if "://" not in url:
         raise NasError(f"storage {url!r} is not a URL: use sqlite:///path.db, postgresql://user@host/db "
@@ -91,41 +91,41 @@ def check_url(url: str | None) -> str:
                        "use a file, e.g. sqlite:///runs/studies.db")
     if url.startswith("sqlite:///"):
         writable(Path(url[len("sqlite:///"):]).parent)
-        _sqlite_or_new(Path(url[len("sqlite:///"):]))
+        _usable_file(Path(url[len("sqlite:///"):]), "sqlite")
     return url
 
 
-def _journal_or_new(path: Path) -> None:
-    """An existing file must be an Optuna journal (one JSON object a line), not some other file."""
+def _is_journal(first_line: bytes) -> bool:
     import json
 
+    try:
+        json.loads(first_line)  # an Optuna journal is one JSON object a line
+        return True
+    except ValueError:  # UnicodeDecodeError included
+        return False
+
+
+_KINDS = {  # storage kind: (what an existing file must start like, what the error suggests)
+    "journal": (_is_journal, " or an existing journal with --storage journal:PATH"),
+    "sqlite": (lambda first: first.startswith(b"SQLite format 3\x00"), ", or journal:PATH if it is a journal"),
+}
+
+
+def _usable_file(path: Path, kind: str) -> None:
+    """An existing storage file must be of its kind (not a folder, YAML or another store's file)."""
     if not path.exists():
         return
     if path.is_dir():
-        raise NasError(f"journal storage {path} is a folder; name a file, e.g. journal:runs/studies.log")
+        raise NasError(f"{kind} storage {path} is a folder; name a file, e.g. {kind}:runs/studies.db")
+    looks_right, alternative = _KINDS[kind]
     try:
         with path.open("rb") as f:
             first = f.readline(1 << 20)
-        if first.strip():
-            json.loads(first)
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise NasError(f"{path} is not an Optuna journal file; pass a new file or an existing journal "
-                       "with --storage journal:PATH") from None
-
-
-def _sqlite_or_new(path: Path) -> None:
-    """An existing file must be an SQLite database, not a journal, YAML or anything else."""
-    if not path.exists():
-        return
-    if path.is_dir():
-        raise NasError(f"sqlite storage {path} is a folder; name a file, e.g. sqlite:///runs/studies.db")
-    try:
-        with path.open("rb") as f:
-            head = f.read(16)
     except OSError as err:
         raise NasError(f"cannot read {path}: {err.strerror}; check the path") from None
-    if head and head != b"SQLite format 3\x00":
-        raise NasError(f"{path} is not an SQLite database; pass a new file, or journal:{path} if it is a journal")
+    if first.strip() and not looks_right(first):
+        what = "an Optuna journal file" if kind == "journal" else "an SQLite database"
+        raise NasError(f"{path} is not {what}; pass a new file{alternative}")
 
 
 def _env_seconds(name: str, default: int) -> int:
