@@ -13,6 +13,7 @@ from . import registry
 from .analysis import analyse
 from .constraints import FEATURES, Constraints, class_scores
 from .errors import NasError
+from .jobs import argv
 from .summary import format_checklist, format_table
 
 
@@ -244,16 +245,43 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed instead
 
 
-def _run_search(cfg) -> None:
-    from .search import describe, run
+def _run_search(cfg, jobs: int = 1, worker_args: list[str] | None = None) -> None:
+    """One worker here, or ``jobs`` worker processes and then a last pass here that finishes
+    whatever they left (a killed worker's trial) and prints the summary."""
+    import time
+
+    from . import jobs as workers
+    from .search import describe, prepare, run
 
     _quiet_optuna()
-    outcome = run(cfg, on_trial=_print_trial, on_run=_print_run)
+    started, data = time.perf_counter(), None
+    if jobs > 1:
+        _, data = prepare(cfg)  # every check once, here, and the study made before any worker races to
+        codes = workers.run_workers(["search", *worker_args, "--worker"], jobs)
+        if any(code != 0 for code in codes):
+            _workers_failed(codes, cfg.name)
+        cfg.quiet = True
+    outcome = run(cfg, data=data, on_trial=_print_trial, on_run=_print_run)
+    outcome.seconds = time.perf_counter() - started
+    if cfg.quiet and jobs == 1:  # a worker of --jobs: the coordinator sums up
+        sys.exit(130 if outcome.interrupted else 0)
     for line in describe(outcome, cfg):
         click.echo(line)
     if outcome.interrupted:
-        click.echo(f"interrupted: every finished trial is saved; run the same command to resume study {cfg.name}", err=True)
-        sys.exit(130)
+        _interrupted(cfg.name)
+
+
+def _interrupted(name: str) -> None:
+    click.echo(f"interrupted: every finished trial is saved; run the same command to resume study {name}", err=True)
+    sys.exit(130)
+
+
+def _workers_failed(codes: list[int], name: str) -> None:
+    if 130 in codes or -2 in codes:
+        _interrupted(name)
+    worst = next(c for c in codes if c != 0)
+    raise NasError(f"{sum(c != 0 for c in codes)} of {len(codes)} workers failed (exit code {worst}, see above); "
+                   f"fix what they said and run the same command to resume study {name}")
 
 
 def _print_trial(t) -> None:
@@ -261,8 +289,11 @@ def _print_trial(t) -> None:
     status = a.get("status", t.state.name.lower())
     if status == "rejected":
         return
-    accs = a.get("accuracies") or []
+    accs, rungs = a.get("accuracies") or [], a.get("rungs") or {}
     acc = f"val {accs[-1]:.4f} after {len(accs)} epochs" if accs else ""
+    if str(a.get("pruned_at", "")).endswith("images"):  # stopped at a rung of successive halving
+        images = max(rungs, key=int)
+        acc = f"val {rungs[images]:.4f} after {int(images):,} images"
     click.echo(f"trial {t.number:>3} {status:<11} {a.get('params', 0):>7,} params  RF {a.get('rf', 0):>3}  {acc}"
                f"{'  ' + format(a['seconds'], '.0f') + ' s' if 'seconds' in a else ''}")
 
@@ -281,9 +312,17 @@ def _print_run(t) -> None:
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), callback=lambda ctx, param, v: _finite(v, "--timeout"),
               help="Stop starting new trials after S seconds.")
 @click.option("--enqueue", multiple=True, metavar="DESIGN", help="Train a documented design (or params file) first.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), envvar="NAS_JOBS",
+              help="Worker processes on this machine sharing the study, each with its share of the CPU threads "
+              "[default: 2 on a CPU with 2 or more cores (measured faster than 1), 1 on a GPU; env NAS_JOBS].")
+@click.option("--halving", type=click.IntRange(0, 16), default=3, show_default=True,
+              help="Successive halving: score candidates at rungs of training images seen and go on with the best "
+              "1/N of those no bigger (0: every candidate trains its whole schedule).")
+@click.option("--worker", is_flag=True, hidden=True, help="Run as one of --jobs workers: no summary.")
 @_search_options
-def search(space_name, trials, timeout, enqueue, study, storage, results, data_dir, device, train_limit, seed, finish,
-           confirm_top, seeds) -> None:
+@click.pass_context
+def search(ctx, space_name, trials, timeout, enqueue, study, storage, results, data_dir, device, train_limit, seed,
+           finish, confirm_top, seeds, jobs, halving, worker) -> None:
     """Search SPACE: check every candidate analytically, train the valid ones, confirm the cheapest.
 
     Candidates are chosen on a validation split held out from the training images; at the end the
@@ -300,8 +339,13 @@ def search(space_name, trials, timeout, enqueue, study, storage, results, data_d
 
     cfg = SearchConfig(Space.load(space_name), study, _storage(storage, results), trials, timeout, seed, finish,
                        tuple(enqueue), data_dir=data_dir, device=device, train_limit=train_limit,
-                       confirm=confirm_top, seeds=seeds, **_results(results))
-    _run_search(cfg)
+                       confirm=confirm_top, seeds=seeds, halving=halving, quiet=worker, **_results(results))
+    if jobs is None:
+        from .jobs import default_jobs
+        from .train import pick_device
+        jobs = 1 if worker else default_jobs(pick_device(device).type)
+    params = {**ctx.params, "storage": cfg.storage}  # every worker on the one storage
+    _run_search(cfg, jobs, argv(ctx.command, params, drop=("jobs", "worker")) if jobs > 1 else None)
 
 
 def _storage(storage, results):

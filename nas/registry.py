@@ -30,7 +30,8 @@ def _names(dirs: tuple[Path, ...]) -> dict[str, Path]:
 def find(name: str, dirs: tuple[Path, ...], kind: str, list_command: str) -> Path:
     """The file for ``name`` (a path, or a stem in ``dirs``); a one-line error otherwise."""
     path = Path(name)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+    # A folder of the same name (a results folder named after its space) is not a file to read.
+    if path.suffix in (".yaml", ".yml", ".json") or path.is_file() or len(path.parts) > 1:
         if not path.is_file():
             raise NasError(f"{kind} file {name} does not exist; check the path")
         return path

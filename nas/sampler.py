@@ -1,4 +1,5 @@
-"""How the search proposes candidates and stops hopeless ones: a seeded TPE sampler and a target pruner.
+"""How the search proposes candidates and stops hopeless ones: a seeded TPE sampler, a target
+pruner and successive halving over rungs of training images seen.
 
 The search is multi-objective (validation accuracy up, cost down), and Optuna's own pruning
 interface (``trial.report`` / ``should_prune``) is for single-objective studies, so the pruner here
@@ -45,6 +46,55 @@ class TargetPruner:
         """The learning curves of the completed trials that reached the target."""
         return [list(t.user_attrs["accuracies"]) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.user_attrs.get("reached_target") and t.user_attrs.get("accuracies")]
+
+
+class Halving:
+    """Successive halving over rungs of training images seen, asynchronous and aware of cost.
+
+    A candidate's schedule of ``epochs`` over ``images_per_epoch`` images is scored on the
+    validation split at rungs ``budget / eta**k`` (the smallest no earlier than a quarter of an
+    epoch). At each rung it goes on only if it is among the best ``1/eta`` of the candidates scored
+    there that cost no more than it does: a net must beat the cheaper nets to be worth its cost,
+    and the cheapest net so far is never stopped by a rung (the target pruner still judges it).
+    Nothing is stopped at a rung until ``eta`` candidates have been scored there. So most
+    candidates cost a fraction of an epoch, and the full schedule goes to those that could join
+    the front of validation accuracy against cost.
+
+    >>> h = Halving(eta=3)
+    >>> h.rungs(epochs=4, images_per_epoch=60000)
+    (26666, 80000)
+    >>> h.hopeless(0.95, cost=5000, others=[(4000, 0.97), (6000, 0.90), (3000, 0.96)])  # 2 cheaper nets beat it
+    True
+    >>> h.hopeless(0.95, cost=2000, others=[(4000, 0.97), (6000, 0.90), (3000, 0.96)])  # the cheapest so far
+    False
+    """
+
+    def __init__(self, eta: int = 3, first: float = 0.25):
+        self.eta, self.first = eta, first
+
+    def rungs(self, epochs: int, images_per_epoch: int) -> tuple[int, ...]:
+        if self.eta < 2:
+            return ()
+        budget, out = epochs * images_per_epoch, []
+        images = budget // self.eta
+        while images >= self.first * images_per_epoch:
+            out.append(images)
+            images //= self.eta
+        return tuple(sorted(out))
+
+    def hopeless(self, accuracy: float, cost: float, others: list[tuple[float, float]]) -> bool:
+        """``others``: (cost, accuracy at this rung) of the other candidates scored at it."""
+        rivals = sorted([a for c, a in others if c <= cost] + [accuracy], reverse=True)
+        if len(rivals) < self.eta:
+            return False
+        return accuracy < rivals[len(rivals) // self.eta - 1]
+
+    @staticmethod
+    def scored(study: optuna.Study, images: int, cost: str, number: int) -> list[tuple[float, float]]:
+        """(cost, accuracy) of every other trial scored at rung ``images``, running ones included."""
+        key = str(images)
+        return [(t.user_attrs[cost], t.user_attrs["rungs"][key]) for t in study.get_trials(deepcopy=False)
+                if t.number != number and key in (t.user_attrs.get("rungs") or {}) and t.user_attrs.get(cost) is not None]
 
 
 class Sampler(optuna.samplers.TPESampler):

@@ -37,7 +37,7 @@ from . import trials
 from .build import build
 from .errors import NasError
 from .feasibility import check, feasibility, require_feasible
-from .sampler import Sampler, TargetPruner
+from .sampler import Halving, Sampler, TargetPruner
 from .space import Space, fingerprint
 from .trials import TRAINED_STATES, counts
 from .workers import Interrupted, Stop, worker_name
@@ -62,6 +62,8 @@ class SearchConfig:
     train_options: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, over the space's `train:`
     confirm: int = 3  # designs to confirm at the end (cheapest first); 0: none
     seeds: int | None = None  # confirmation seeds [default: the task's]
+    halving: int = 3  # successive halving: keep the best 1/halving at each rung of images seen (0: off)
+    quiet: bool = False  # a worker of `--jobs N`: the coordinator prints warnings and the summary
 
     @property
     def name(self) -> str:
@@ -164,6 +166,10 @@ class Objective:
         self.poll = min(5.0, studies.heartbeat_settings()[0])
         self.config = train_config(cfg)
         self.pruner = TargetPruner(cfg.space.task.target, self.config.epochs)
+        self.halving = Halving(cfg.halving)
+        n = len(data.y_train)
+        bs = min(self.config.batch_size, n)
+        self.rungs = self.halving.rungs(self.config.epochs, n // bs * bs)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         space, cost = self.cfg.space, self.cfg.space.task.cost
@@ -232,15 +238,29 @@ class Objective:
             if self.stop.requested:
                 return True
             if self.pruner.hopeless(accuracies, self.pruner.references(trial.study)):
-                pruned.append(epoch)
+                pruned.append(f"epoch {epoch}")
+                return True
+            return False
+
+        scores: dict[str, float] = {}
+        fixed = bool(trial.user_attrs.get("design"))  # a documented design trains its whole schedule
+
+        def on_rung(images: int, acc: float) -> bool:
+            scores[str(images)] = acc
+            trial.set_user_attr("rungs", scores)
+            others = self.halving.scored(trial.study, images, self.cfg.space.task.cost, trial.number)
+            if not fixed and self.halving.hopeless(acc, cost, others):
+                pruned.append(f"{images:,} images")
                 return True
             return False
 
         trial.set_user_attr("trained", True)
+        trial.set_user_attr("threads", torch.get_num_threads())
         torch.manual_seed(self.cfg.seed)
         model = build(analysis.spec, analysis)  # the analysis the check just made: no second pass
+        rungs = {"rungs": self.rungs, "on_rung": on_rung} if self.rungs else {}
         try:
-            result = self.train_fn(model, self.data, self.config, on_epoch=on_epoch)
+            result = self.train_fn(model, self.data, self.config, on_epoch=on_epoch, **rungs)
         except KeyboardInterrupt:  # a second Ctrl-C, or SIGTERM: the trial fails, its params are queued again
             trial.set_user_attr("status", "interrupted")
             self._requeue(trial)
@@ -261,7 +281,8 @@ class Objective:
             raise Interrupted()
         if pruned:
             trial.set_user_attr("status", "pruned")
-            raise optuna.TrialPruned(f"pruned at epoch {pruned[0]}")
+            trial.set_user_attr("pruned_at", pruned[0])
+            raise optuna.TrialPruned(f"pruned at {pruned[0]}")
         trial.set_user_attr("status", "target_met" if reached else "complete")
         return (result.accuracies[-1] if result.accuracies else 0.0), cost
 
@@ -322,24 +343,8 @@ def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial
     Everything the user can get wrong (space, enqueued designs, data, results folder, storage) is
     checked before the study is created or changed.
     """
-    warning = require_feasible(feasibility(cfg.space, samples=1000, seed=cfg.seed))
-    if warning:  # a large space where sampling found nothing: not proof, so the search goes on
-        print(warning, file=sys.stderr, flush=True)
-    fixed = [point(cfg.space, design) for design in cfg.enqueue]
-    train_config(cfg)
-    studies.writable(studies.study_dir(cfg.name, cfg.results) / "weights")
-    studies.check_url(cfg.storage)
-    if data is None:
-        data = load_data(cfg)
-    check_data(cfg.space, data)
-    study = open_study(cfg)
-    study.set_user_attr("input_norm", {"mean": list(data.mean), "std": list(data.std)})  # for exported models
+    study, data = prepare(cfg, data)
     search_data = validation_data(study, data, cfg.train_limit, cfg.seed)
-    done = counts(study)
-    if done["trained"] or done["failed"] or _queued(study):
-        print(f"resuming study {cfg.name}: {done['trained']} trained so far", file=sys.stderr, flush=True)
-    for choices, design in fixed:
-        study.enqueue_trial(cfg.space.encode(choices), user_attrs={"design": design}, skip_if_exists=True)
     start = time.perf_counter()
     with Stop() as stop:
         _optimize(cfg, study, Objective(cfg, search_data, stop, train_fn), stop, on_trial)
@@ -351,6 +356,28 @@ def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial
         outcome.confirmed = confirm(cfg, study, data, train_fn, on_run)
         outcome.interrupted = outcome.confirmed.interrupted
     return outcome
+
+
+def prepare(cfg: SearchConfig, data=None):
+    """Check everything, then create or resume the study and queue the enqueued designs: (study, data)."""
+    warning = require_feasible(feasibility(cfg.space, samples=1000, seed=cfg.seed))
+    if warning and not cfg.quiet:  # a large space where sampling found nothing: not proof, so the search goes on
+        print(warning, file=sys.stderr, flush=True)
+    fixed = [point(cfg.space, design) for design in cfg.enqueue]
+    train_config(cfg)
+    studies.writable(studies.study_dir(cfg.name, cfg.results) / "weights")
+    studies.check_url(cfg.storage)
+    if data is None:
+        data = load_data(cfg)
+    check_data(cfg.space, data)
+    study = open_study(cfg)
+    study.set_user_attr("input_norm", {"mean": list(data.mean), "std": list(data.std)})  # for exported models
+    done = counts(study)
+    if (done["trained"] or done["failed"] or _queued(study)) and not cfg.quiet:
+        print(f"resuming study {cfg.name}: {done['trained']} trained so far", file=sys.stderr, flush=True)
+    for choices, design in fixed:
+        study.enqueue_trial(cfg.space.encode(choices), user_attrs={"design": design}, skip_if_exists=True)
+    return study, data
 
 
 def _optimize(cfg: SearchConfig, study: optuna.Study, objective: Objective, stop: Stop,

@@ -8,6 +8,10 @@ SHARED = Path(os.environ.get("NAS_SHARED", ROOT.parent / "shared"))
 SEEDS = SHARED / "seeds"
 DATA = SHARED / "data"
 
+# Searches run in this process unless a test asks for workers (`--jobs 2`): monkeypatched trainers
+# and fake data do not reach worker processes.
+os.environ.setdefault("NAS_JOBS", "1")
+
 
 @pytest.fixture
 def seeds_dir():

@@ -6,6 +6,7 @@ from optuna.trial import TrialState
 
 from nas.analysis import analyse
 from nas.errors import NasError
+from nas.sampler import Halving
 from nas.search import SearchConfig, TargetPruner, counts, enqueue, open_study, run
 from nas.space import Space
 from toys import SPACE, FakeTrainer, tiny_data
@@ -152,3 +153,27 @@ def test_the_default_storage_works_in_a_fresh_folder(tmp_path, monkeypatch):
     cfg = SearchConfig(Space.from_dict(SPACE), trials=1, confirm=0, results=tmp_path / "runs")
     assert run(cfg, data=tiny_data(), train_fn=FakeTrainer()).trained == 1
     assert (tmp_path / "runs" / "studies.db").is_file() and (tmp_path / "runs" / "toy" / "weights").is_dir()
+
+
+def test_successive_halving_stops_a_net_that_cheaper_nets_beat_at_a_rung(tmp_path):
+    """Rungs come from the schedule and the training images; a candidate that three cheaper ones
+    beat at the first rung stops there, while --halving 0 trains it through."""
+    space = dict(SPACE, choices={"w": [8], "k": [3], "pool": ["maxpool"]}, points={})  # one candidate: 8 channels
+    data = tiny_data(train=400)  # 380 after the validation split: 2 batches of 128 an epoch
+    first = str(Halving(3).rungs(epochs=4, images_per_epoch=256)[0])
+    cfg = SearchConfig(Space.from_dict(space), storage=f"sqlite:///{tmp_path}/s.db", results=tmp_path, trials=1, confirm=0)
+    study = open_study(cfg)
+    for params, acc in ((20, 0.9), (30, 0.95), (40, 0.85)):  # cheaper nets, scored at the first rung
+        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
+            "params": params, "rungs": {first: acc}}))  # not counted as trained here: trials=1 is ours
+    fake = FakeTrainer()
+    run(cfg, data=data, train_fn=fake)
+    mine = study.get_trials()[-1]
+    assert mine.user_attrs["rungs"] == {first: 0.79} and mine.user_attrs["pruned_at"] == f"{first} images"
+    assert mine.user_attrs["accuracies"] == [] and mine.state == TrialState.PRUNED
+
+    cfg = SearchConfig(Space.from_dict(space), storage=f"sqlite:///{tmp_path}/t.db", results=tmp_path, trials=1,
+                       confirm=0, halving=0, study_name="flat")
+    run(cfg, data=data, train_fn=fake)
+    flat = optuna.load_study(study_name="flat", storage=cfg.storage).get_trials()[-1]
+    assert "rungs" not in flat.user_attrs and len(flat.user_attrs["accuracies"]) >= 3

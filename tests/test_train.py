@@ -195,6 +195,39 @@ def test_bn_recalibration_does_not_change_training():
     assert a.losses == b.losses
 
 
+def test_rungs_score_inside_the_schedule_without_changing_it(monkeypatch):
+    """384 training images, batch 32: 12 steps an epoch. Rungs at 100 and 384 images are scored
+    after steps 4 and 12 (the second is the epoch's own test, scored once); the run is the same."""
+    plain = T.train(small_net(), blobs(), quick())
+    calls, seen = [], []
+    real = T.accuracy
+    monkeypatch.setattr(T, "accuracy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    r = T.train(small_net(), blobs(), quick(), rungs=(100, 384, 10**9), on_rung=lambda i, a: seen.append(i))
+    assert seen == [100, 384] and list(r.rungs) == [100, 384] and r.rungs[384] == r.accuracies[0]
+    assert len(calls) == 1 + 3  # the rung at 100 images, then the three epochs
+    assert r.losses == plain.losses and r.accuracies == plain.accuracies and r.status == "complete"
+
+
+def test_a_rung_can_stop_the_run_mid_epoch():
+    r = T.train(small_net(), blobs(), quick(), rungs=(100, 500), on_rung=lambda images, acc: images >= 500)
+    assert r.status == "stopped" and list(r.rungs) == [100, 500] and len(r.accuracies) == 1
+    assert "after 500 images" in r.message
+
+
+def test_bf16_is_decided_from_the_hardware_unless_set(monkeypatch):
+    assert quick().bf16 == "auto"
+    flags = " ".join(line for line in open("/proc/cpuinfo") if line.startswith("flags")) if os.path.exists("/proc/cpuinfo") else ""
+    assert T.native_bf16(torch.device("cpu")) == ("amx_bf16" in flags.split())
+    used = []
+    monkeypatch.setattr(T, "_autocast", lambda device, enabled: used.append(enabled) or T.contextlib.nullcontext())
+    monkeypatch.setattr(T, "native_bf16", lambda device: True)
+    T.train(small_net(), blobs(), quick(epochs=1))
+    assert used and all(used)
+    used.clear()
+    T.train(small_net(), blobs(), quick(epochs=1, bf16=False))
+    assert used and not any(used)
+
+
 @pytest.mark.parametrize("options", [{}, {"ema": 0.9, "bn_recalibrate": 200}])
 def test_the_trained_model_scores_the_last_reported_accuracy(options):
     d, net = blobs(classes=3), small_net(classes=3)

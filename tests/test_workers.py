@@ -392,7 +392,7 @@ def test_a_worker_whose_trial_was_taken_for_dead_carries_on(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     calls = []
 
-    def train(model, data, config, on_epoch=None):
+    def train(model, data, config, on_epoch=None, **rungs):
         calls.append(next(model.parameters()).shape[0])
         if len(calls) == 1:  # what fail_stale_trials does in another worker
             study = optuna.load_study(study_name="toy", storage=url)
@@ -480,3 +480,54 @@ def confirm_runs_or_none(url: str) -> list[optuna.trial.FrozenTrial]:
         return confirm_runs(url)
     except KeyError:
         return []  # the worker has not created the companion study yet
+
+
+# -- nas search --jobs N: one command, N worker processes on this machine ----------------------------
+
+def test_jobs_runs_workers_that_share_the_study_and_one_summary(image_data, tmp_path):
+    data, cache = image_data
+    space = write_space(tmp_path, data, batch=4)
+    url = f"sqlite:///{tmp_path}/res/studies.db"
+    coordinator = worker(["search", "--space", str(space), "--trials", "6", "--results", str(tmp_path / "res"),
+                          "--confirm", "1", "--seeds", "2", "--jobs", "2"], tmp_path, cache, OMP_NUM_THREADS="2")
+    rc, out, err = finish(coordinator, timeout=240)
+    assert rc == 0, f"--jobs 2 failed ({rc}):\n{out}\n{err}"
+    assert out.count("study duo:") == 1 and out.count("confirmation:") == 1, out  # the coordinator sums up once
+    ts = trials(url)
+    assert all(t.state.is_finished() for t in ts) and not [t for t in ts if t.state == TrialState.FAIL]
+    done = trained(ts)
+    assert 6 <= len(done) <= 7
+    pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in done}
+    assert len(pids) == 2 and str(coordinator.pid) not in pids, "two worker processes, not the coordinator, train"
+    from nas.jobs import cores
+    assert {t.user_attrs["threads"] for t in done} == {max(1, cores() // 2)}, "each worker gets half the cores"
+    runs = [t for t in confirm_runs(url) if t.state == TrialState.COMPLETE]
+    assert len(runs) == 2 and len({(r.user_attrs["fingerprint"], r.user_attrs["seed"]) for r in runs}) == 2
+
+
+def test_ctrl_c_on_jobs_stops_every_worker_and_the_same_command_resumes(image_data, tmp_path):
+    data, cache = image_data
+    space = write_space(tmp_path, data, batch=2)
+    url = f"sqlite:///{tmp_path}/res/studies.db"
+    args = ["search", "--space", str(space), "--trials", "5", "--results", str(tmp_path / "res"), "--confirm", "0",
+            "--jobs", "2"]
+    coordinator = worker(args, tmp_path, cache)
+    deadline = time.monotonic() + 90
+    while not [t for t in _trials_or_none(url) if t.state == TrialState.RUNNING and t.user_attrs.get("trained")]:
+        assert time.monotonic() < deadline and coordinator.poll() is None, "no worker started training"
+        time.sleep(0.2)
+    coordinator.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends it
+    rc, out, err = finish(coordinator, timeout=120)
+    assert rc == 130 and "run the same command to resume" in err, (rc, out, err)
+    assert "Traceback" not in err
+    assert not [t for t in trials(url) if t.state == TrialState.RUNNING], "a worker was left running"
+    rc, out, err = finish(worker(args, tmp_path, cache), timeout=240)
+    assert rc == 0, (out, err)
+    assert len(trained(trials(url))) >= 5
+
+
+def _trials_or_none(url: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return trials(url)
+    except KeyError:
+        return []

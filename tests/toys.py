@@ -47,15 +47,19 @@ class FakeTrainer:
         self.configs = []
         self.interrupt_on_call = interrupt_on_call
 
-    def __call__(self, model, data, config, on_epoch=None):
+    def __call__(self, model, data, config, on_epoch=None, rungs=(), on_rung=None):
         width = next(model.parameters()).shape[0]
         self.calls.append(width)
         self.configs.append(config)
         curve = {2: [0.3, 0.31, 0.32, 0.33], 4: [0.7, 0.9, 0.93, 0.94]}.get(width, [0.8, 0.9, 0.96, 0.97])
         accs, target_epoch, status = [], None, "complete"
+        per_epoch = len(data.y_train) // min(config.batch_size, len(data.y_train)) * min(config.batch_size, len(data.y_train))
         for epoch, acc in enumerate(curve, start=1):
             if self.interrupt_on_call == len(self.calls) and epoch == 1:
                 os.kill(os.getpid(), signal.SIGINT)
+            for images in (r for r in rungs if (epoch - 1) * per_epoch < r <= epoch * per_epoch):
+                if on_rung(images, acc - 0.01):  # a rung inside this epoch scores a little below its end
+                    return FakeResult(accs, [0.0] * len(accs), [0.01] * len(accs), 0.01, target_epoch, "stopped")
             accs.append(acc)
             if target_epoch is None and config.target is not None and acc >= config.target:
                 target_epoch = epoch

@@ -1,0 +1,88 @@
+"""Several worker processes of one command on this machine, each with its share of the CPU threads.
+
+``nas search --jobs N`` starts N copies of itself that share the study through its storage (how
+workers share trials is in :mod:`nas.search`), waits for them, then finishes what is left and
+prints the summary. The workers run in their own process group: a Ctrl-C reaches the coordinator
+alone, which passes exactly one on to each worker (a second Ctrl-C passes a second: abort now).
+
+>>> import click
+>>> @click.command()
+... @click.option("--space")
+... @click.option("--trials", default=20)
+... @click.option("--finish", is_flag=True)
+... @click.option("--enqueue", multiple=True)
+... @click.option("--jobs", default=1)
+... def cmd(space, trials, finish, enqueue, jobs): ...
+>>> argv(cmd, dict(space="mnist_tiny", trials=20, finish=True, enqueue=("seed001",), jobs=2), drop=("jobs",))
+['--space', 'mnist_tiny', '--finish', '--enqueue', 'seed001']
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import click
+
+
+def cores() -> int:
+    """CPU cores this process may run on (a container's or ``taskset``'s limit, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_jobs(device_type: str) -> int:
+    """Workers when ``--jobs`` is not given.
+
+    On a CPU, two single-threaded workers trained more candidates an hour than one worker with both
+    threads on the 2-core machines measured (``bench/search_throughput.py``, figures in
+    ``results/bench_search_throughput.md``): small convolutions do not split well across threads.
+    On a GPU one worker, until a measurement (``bench/gpu_check.sh``) says otherwise.
+    """
+    return 1 if device_type != "cpu" else max(1, min(2, cores()))
+
+
+def threads(jobs: int) -> int:
+    return max(1, cores() // jobs)
+
+
+def argv(command: click.Command, params: dict, drop: tuple[str, ...] = ()) -> list[str]:
+    """The command-line arguments that give ``command`` these ``params`` (defaults left out)."""
+    out: list[str] = []
+    for p in command.params:
+        if not isinstance(p, click.Option) or p.name in drop:
+            continue
+        value = params.get(p.name)
+        if value is None or value == p.default or (p.multiple and not value):
+            continue
+        if p.is_flag:
+            out += [p.opts[0]] if value else p.secondary_opts[:1]
+            continue
+        for v in value if p.multiple else (value,):
+            out += [p.opts[0], str(v)]
+    return out
+
+
+def run_workers(args: list[str], jobs: int) -> list[int]:
+    """Run ``nas ARGS`` in ``jobs`` processes, each with its share of the threads; their exit codes."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads(jobs))}
+    procs = [subprocess.Popen([sys.executable, "-m", "nas", *args], env=env, start_new_session=True)
+             for _ in range(jobs)]
+
+    def forward(signum, frame):
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    p.send_signal(signum)
+                except ProcessLookupError:  # it ended just now
+                    pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return [p.wait() for p in procs]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
