@@ -32,7 +32,7 @@ from nas.registry import load_design  # noqa: E402
 from nas.train import settings, train  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from train_speed import machine  # noqa: E402
+from common import machine, write  # noqa: E402
 
 TARGET = 0.80
 
@@ -76,10 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                     "first_epoch_ge_80": first, "final_ge_80": result.final_accuracy >= TARGET},
     })
     report["machine"]["loadavg_at_end"] = os.getloadavg()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
+    write(report, markdown(report), args.out, args.name)
 
 
 def markdown(r: dict) -> str:

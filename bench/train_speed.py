@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -35,6 +34,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import machine, write  # noqa: E402
 
 from nas import data as nas_data  # noqa: E402
 from nas.build import build  # noqa: E402
@@ -163,24 +165,13 @@ def summarise(ref: dict | None, runs: list[dict]) -> dict:
     return out
 
 
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "cuda": torch.cuda.is_available(), "loadavg_at_start": os.getloadavg()}
-
-
 def markdown(report: dict) -> str:
     s, lines = report["summary"], []
     lines += [f"# Training speed: seed 001 (18,666 params) on real MNIST", "",
               f"- command: `{report['command']}`", f"- date: {report['date']}",
               f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
               f"torch {report['machine']['torch']} ({report['machine']['torch_threads']} threads), "
-              f"CUDA {'yes' if report['machine']['cuda'] else 'no'}; load average at start "
+              f"GPU {report['machine'].get('gpu') or 'none'}; load average at start "
               f"{', '.join('%.2f' % v for v in report['machine']['loadavg_at_start'])}"
               + (f", after the reference {', '.join('%.2f' % v for v in report['machine']['loadavg_after_reference'])}"
                  if "loadavg_after_reference" in report["machine"] else "")
@@ -272,10 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         "stays >= 99.4% to the end of its run. A nas schedule's time is the whole train() call "
         "(setup, every epoch, every evaluation), with the data already decoded in the cache and held "
         "in memory. The reference's dataset construction (a few seconds) is not counted either.")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"{args.name}.md").write_text(markdown(report))
-    print(markdown(report))
+    write(report, markdown(report), args.out, args.name)
 
 
 if __name__ == "__main__":

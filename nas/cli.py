@@ -255,6 +255,7 @@ def _run_search(cfg, jobs: int = 1, worker_args: list[str] | None = None) -> Non
 
     _quiet_optuna()
     started, data = time.perf_counter(), None
+    cfg.started = started  # the last pass after the workers starts nothing once --timeout has passed
     if jobs > 1:
         _, data = prepare(cfg)  # every check once, here, and the study made before any worker races to
         codes = workers.run_workers(["search", *worker_args, "--worker"], jobs)
@@ -470,7 +471,8 @@ def _space_holding(design: str):
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate of the one-cycle schedule.")
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
 @click.option("--cutout", type=click.IntRange(0), help="Cutout square side in pixels (crop_flip policy).")
-@click.option("--bf16", is_flag=True, help="bfloat16 autocast (fast on GPUs and CPUs with bf16 units).")
+@click.option("--bf16/--no-bf16", default=None,
+              help="bfloat16 autocast [default: only where the hardware does it natively: a bf16 GPU, a CPU with AMX].")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (pays a compile first).")
 @click.option("--train-limit", type=click.IntRange(1), help="Train on this many random training images (quick looks).")
 @click.option("--save", type=click.Path(dir_okay=False), help="Write the trained state_dict here.")
@@ -500,7 +502,8 @@ def train_cmd(design, dataset, data_dir, epochs, target, stop_at_target, device,
         data = data.subset(train=train_limit, seed=seed)
     options = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, cutout=cutout).items() if v is not None}
     config = settings(options, source="nas train", seed=seed, device=str(dev), target=target,
-                      stop_at_target=stop_at_target, augment=not no_augment, bf16=bf16, compile=compile_)
+                      stop_at_target=stop_at_target, augment=not no_augment, bf16="auto" if bf16 is None else bf16,
+                      compile=compile_)
     click.echo(f"{spec.name}: {a.params:,} params on {data.name} "
                f"({len(data.y_train):,} train / {len(data.y_test):,} test images), {config.epochs} epochs, {dev}")
     last = [time.perf_counter()]

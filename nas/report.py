@@ -105,6 +105,10 @@ def _note(t: optuna.trial.FrozenTrial) -> str:
         parts.append(str(a["message"]))
     if a.get("retry_of") is not None:
         parts.append(f"repeats trial {a['retry_of']}, whose worker died")
+    rungs = a.get("rungs") or {}
+    if str(a.get("pruned_at", "")).endswith("images") and rungs:
+        images = max(rungs, key=int)
+        parts.append(f"stopped by halving after {int(images):,} images (val {rungs[images]:.2%})")
     return "; ".join(parts)
 
 

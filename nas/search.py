@@ -64,6 +64,7 @@ class SearchConfig:
     seeds: int | None = None  # confirmation seeds [default: the task's]
     halving: int = 3  # successive halving: keep the best 1/halving at each rung of images seen (0: off)
     quiet: bool = False  # a worker of `--jobs N`: the coordinator prints warnings and the summary
+    started: float | None = None  # time.perf_counter() when the command began: --timeout counts from it
 
     @property
     def name(self) -> str:
@@ -384,7 +385,7 @@ def _optimize(cfg: SearchConfig, study: optuna.Study, objective: Objective, stop
               on_trial: Callable | None) -> None:
     """Start trials until the study holds enough trained ones (or time, Ctrl-C or NaNs stop it)."""
     here = {"rejected": 0, "trained": 0, "nan": 0}
-    deadline = time.perf_counter() + cfg.timeout if cfg.timeout else None
+    deadline = (cfg.started or time.perf_counter()) + cfg.timeout if cfg.timeout else None
     max_rejections = 200 * cfg.trials + 1000
     diverged: list[str] = []
 

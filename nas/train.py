@@ -71,7 +71,7 @@ class TrainConfig:
     cutout: int = 0  # side of a square zeroed at a random place, "crop_flip" policy (0: off)
     channels_last: bool = True
     # "auto": bfloat16 autocast only where the hardware does it natively (AMX on a CPU, a bf16 GPU);
-    # elsewhere it is emulated and slower (5.6x slower a step on an AVX2 EPYC, 2026-11-26).
+    # elsewhere it is emulated and slower (a seed 001 step 5.6x slower on an AVX2 EPYC, 1 thread, 2026-11-26).
     bf16: bool | str = "auto"
     compile: bool = False
     ema: float = 0.0  # decay of an average of the weights that is tested and kept (0: off)

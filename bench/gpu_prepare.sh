@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Here, before bench/gpu_check.sh travels to a GPU machine: put what it needs into git-ignored folders
+# that the device tool's `carry` takes along (64 MiB at most in all; these are about 30 MiB):
+#   .gpu_data/MNIST/raw   the four MNIST files (11 MiB, gzip'd as torchvision keeps them)
+#   .whl/                 wheels of what nas needs beyond torch, for Python 3.12 on x86-64 Linux
+# Usage: bash bench/gpu_prepare.sh [DATA_DIR]   (default ../shared/data)
+set -euo pipefail
+data=${1:-../shared/data}
+mkdir -p .gpu_data/MNIST/raw .whl
+cp "$data"/MNIST/raw/*.gz .gpu_data/MNIST/raw/
+py=${PYTHON_VERSION:-3.12}
+plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
+      --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
+# optuna and its own needs; click, pyyaml, tqdm for nas itself (torch and numpy are there already)
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py" --implementation cp "${plat[@]}" \
+    -d .whl optuna alembic sqlalchemy mako markupsafe colorlog greenlet click pyyaml tqdm packaging typing_extensions
+du -sh .gpu_data .whl
