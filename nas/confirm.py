@@ -187,7 +187,7 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
     trial.set_user_attr("accuracy", accuracy)
     trial.set_user_attr("epochs", config.epochs)
     trial.set_user_attr("seconds", round(result.seconds, 2))
-    trial.set_user_attr("weights", _save(cfg, a["fingerprint"], a["seed"], model))
+    trial.set_user_attr("weights", _save(cfg, a["fingerprint"], a["seed"], config.epochs, model))
     trial.set_user_attr("status", "nan" if result.status == "nan" else "confirmed")
     if result.status == "nan":
         trial.set_user_attr("message", result.message)
@@ -220,11 +220,11 @@ def _requeue(runs: optuna.Study, trial: optuna.Trial, quietly: bool = False) -> 
             raise
 
 
-def _save(cfg, fp: str, seed: int, model: torch.nn.Module) -> str:
+def _save(cfg, fp: str, seed: int, epochs: int, model: torch.nn.Module) -> str:
     folder = studies.study_dir(cfg.name, cfg.results) / "confirm"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{fp}_seed{seed}.pt"
+        path = folder / f"{fp}_e{epochs}_seed{seed}.pt"  # a longer schedule's runs keep the shorter one's weights
         torch.save(model.state_dict(), path)
     except OSError as err:
         raise NasError(f"cannot save confirmation weights in {folder}: {err.strerror}; pass a writable --results "

@@ -142,6 +142,18 @@ def test_search_ends_with_confirmation_and_a_stopped_confirmation_resumes(tmp_pa
     assert len(run(cfg, data=tiny_data(), train_fn=again).confirmed.found) == 1 and len(again.calls) == 3
 
 
+def test_a_longer_confirmation_schedule_keeps_the_shorter_ones_runs_and_weights(tmp_path):
+    out = run(config(tmp_path, trials=6, confirm=1), data=tiny_data(), train_fn=FakeTrainer())
+    longer = dict(SPACE, task={**SPACE["task"], "confirm_epochs": 3})
+    cfg = SearchConfig(Space.from_dict(longer), storage=f"sqlite:///{tmp_path}/s.db", results=tmp_path, trials=6,
+                       confirm=1)
+    run(cfg, data=tiny_data(), train_fn=FakeTrainer())
+    runs = [t for t in companion(out.study).trials if t.user_attrs.get("status") == "confirmed"]
+    assert sorted({t.user_attrs["epochs"] for t in runs}) == [3, 4] and len(runs) == 6
+    weights = {t.user_attrs["weights"] for t in runs}
+    assert len(weights) == 6 and all((tmp_path / "toy" / w).is_file() for w in weights)
+
+
 def test_a_run_queued_twice_is_trained_once(tmp_path):
     fake = FakeTrainer()
     cfg = config(tmp_path, trials=6, confirm=0)
