@@ -198,7 +198,7 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--minutes", type=float, default=5.0, help="wall time of each arm")
     p.add_argument("--train-limit", type=int, default=8000)
-    p.add_argument("--target", type=float, default=0.985)
+    p.add_argument("--target", type=float, default=0.98)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--arms", default="before,jobs1,nas,optuna")
     p.add_argument("--out", type=Path, default=ROOT / "results")

@@ -56,9 +56,9 @@ class Halving:
     epoch). At each rung it goes on only if it is among the best ``1/eta`` of the candidates scored
     there that cost no more than it does: a net must beat the cheaper nets to be worth its cost,
     and the cheapest net so far is never stopped by a rung (the target pruner still judges it).
-    Nothing is stopped at a rung until ``eta`` candidates have been scored there. So most
-    candidates cost a fraction of an epoch, and the full schedule goes to those that could join
-    the front of validation accuracy against cost.
+    As in Optuna's ``SuccessiveHalvingPruner``, while fewer than ``eta`` such rivals were scored,
+    only the best of them goes on. So most candidates cost a fraction of an epoch, and the full
+    schedule goes to those that could join the front of validation accuracy against cost.
 
     >>> h = Halving(eta=3)
     >>> h.rungs(epochs=4, images_per_epoch=60000)
@@ -67,6 +67,8 @@ class Halving:
     True
     >>> h.hopeless(0.95, cost=2000, others=[(4000, 0.97), (6000, 0.90), (3000, 0.96)])  # the cheapest so far
     False
+    >>> h.hopeless(0.95, cost=3500, others=[(3000, 0.96)])  # the one cheaper net scored there beats it
+    True
     """
 
     def __init__(self, eta: int = 3, first: float = 0.25):
@@ -85,9 +87,7 @@ class Halving:
     def hopeless(self, accuracy: float, cost: float, others: list[tuple[float, float]]) -> bool:
         """``others``: (cost, accuracy at this rung) of the other candidates scored at it."""
         rivals = sorted([a for c, a in others if c <= cost] + [accuracy], reverse=True)
-        if len(rivals) < self.eta:
-            return False
-        return accuracy < rivals[len(rivals) // self.eta - 1]
+        return accuracy < rivals[max(1, len(rivals) // self.eta) - 1]
 
     @staticmethod
     def scored(study: optuna.Study, images: int, cost: str, number: int) -> list[tuple[float, float]]:
