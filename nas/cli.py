@@ -341,10 +341,12 @@ def search(ctx, space_name, trials, timeout, enqueue, study, storage, results, d
     cfg = SearchConfig(Space.load(space_name), study, _storage(storage, results), trials, timeout, seed, finish,
                        tuple(enqueue), data_dir=data_dir, device=device, train_limit=train_limit,
                        confirm=confirm_top, seeds=seeds, halving=halving, quiet=worker, **_results(results))
-    if jobs is None:
+    if worker:
+        jobs = 1  # a worker never starts workers of its own (NAS_JOBS may still be set around it)
+    elif jobs is None:
         from .jobs import default_jobs
         from .train import pick_device
-        jobs = 1 if worker else default_jobs(pick_device(device).type)
+        jobs = default_jobs(pick_device(device).type)
     params = {**ctx.params, "storage": cfg.storage}  # every worker on the one storage
     _run_search(cfg, jobs, argv(ctx.command, params, drop=("jobs", "worker")) if jobs > 1 else None)
 

@@ -68,7 +68,7 @@ def argv(command: click.Command, params: dict, drop: tuple[str, ...] = ()) -> li
 
 def run_workers(args: list[str], jobs: int) -> list[int]:
     """Run ``nas ARGS`` in ``jobs`` processes, each with its share of the threads; their exit codes."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads(jobs))}
+    env = {**{k: v for k, v in os.environ.items() if k != "NAS_JOBS"}, "OMP_NUM_THREADS": str(threads(jobs))}
     procs = [subprocess.Popen([sys.executable, "-m", "nas", *args], env=env, start_new_session=True)
              for _ in range(jobs)]
 

@@ -489,7 +489,8 @@ def test_jobs_runs_workers_that_share_the_study_and_one_summary(image_data, tmp_
     space = write_space(tmp_path, data, batch=4)
     url = f"sqlite:///{tmp_path}/res/studies.db"
     coordinator = worker(["search", "--space", str(space), "--trials", "6", "--results", str(tmp_path / "res"),
-                          "--confirm", "1", "--seeds", "2", "--jobs", "2"], tmp_path, cache, OMP_NUM_THREADS="2")
+                          "--confirm", "1", "--seeds", "2"], tmp_path, cache, OMP_NUM_THREADS="2",
+                         NAS_JOBS="2")  # as --jobs 2; the workers must not read it as theirs
     rc, out, err = finish(coordinator, timeout=240)
     assert rc == 0, f"--jobs 2 failed ({rc}):\n{out}\n{err}"
     assert out.count("study duo:") == 1 and out.count("confirmation:") == 1, out  # the coordinator sums up once
