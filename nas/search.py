@@ -4,14 +4,17 @@ The search weighs validation accuracy against the task's cost (``params``, ``mac
 in a two-objective Optuna study. Rejected candidates are stored with a positive constraint value
 (``trial.set_constraint``), which the sampler reads to learn where the feasible region is; they cost
 a few milliseconds and no training. Trained candidates learn on the training images less a
-validation split held out with a seed stored in the study (every worker holds out the same one),
-and :class:`~nas.sampler.TargetPruner` stops those whose validation curve cannot reach the target.
+validation split held out with a seed stored in the study (every worker holds out the same one);
+:class:`~nas.sampler.Halving` scores them at rungs of training images seen and stops those that
+cheaper candidates beat there, and :class:`~nas.sampler.TargetPruner` stops those whose validation
+curve cannot reach the target.
 The test set is never read here: :mod:`nas.confirm` reads it, once per seed, for the chosen designs.
 
 ``--trials N`` counts trained candidates across the whole study, so running the same command again
 resumes a study (or extends it with a larger N), and several workers share one count.
 
-Several workers (processes, machines) running the same command share the study through its storage:
+Several workers (processes, machines; ``nas search --jobs N`` starts N on this machine, see
+:mod:`nas.jobs`) running the same command share the study through its storage:
 trial k's random draws depend only on the seed and k, so workers sample different candidates; a
 net that another worker is training now is waited for, not trained twice; a dead worker's trial is
 queued again (see :mod:`nas.study`); and each worker stops once the study holds N trained
