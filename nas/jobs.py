@@ -37,9 +37,10 @@ def cores() -> int:
 def default_jobs(device_type: str) -> int:
     """Workers when ``--jobs`` is not given.
 
-    On a CPU, two single-threaded workers trained more candidates an hour than one worker with both
-    threads on the 2-core machines measured (``bench/search_throughput.py``, figures in
-    ``results/bench_search_throughput.md``): small convolutions do not split well across threads.
+    On a CPU, two single-threaded workers beat one worker with both threads on the 2-core AMD EPYC
+    measured (2026-11-26): 1,663 against 1,245 training images a second (``bench/cpu_options.py``)
+    and 482 against 312 candidates an hour (``bench/search_throughput.py``, both with halving):
+    small convolutions do not split well across threads.
     On a GPU one worker, until a measurement (``bench/gpu_check.sh``) says otherwise.
     """
     return 1 if device_type != "cpu" else max(1, min(2, cores()))
