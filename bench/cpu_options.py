@@ -126,7 +126,7 @@ def main() -> None:
     p.add_argument("--name", default="bench_cpu_options")
     args = p.parse_args()
     skip = set(args.skip.split(","))
-    report = {"command": "python bench/cpu_options.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    report = {"command": " ".join(["python bench/cpu_options.py", *map(shlex.quote, sys.argv[1:])]),
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
               "native_bf16": __import__("nas.train", fromlist=["native_bf16"]).native_bf16(torch.device("cpu"))}
     if "batch" not in skip:

@@ -290,11 +290,12 @@ def _print_trial(t) -> None:
     status = a.get("status", t.state.name.lower())
     if status == "rejected":
         return
-    accs, rungs = a.get("accuracies") or [], a.get("rungs") or {}
+    from .trials import halving_stop
+
+    accs, stop = a.get("accuracies") or [], halving_stop(a)
     acc = f"val {accs[-1]:.4f} after {len(accs)} epochs" if accs else ""
-    if str(a.get("pruned_at", "")).endswith("images"):  # stopped at a rung of successive halving
-        images = max(rungs, key=int)
-        acc = f"val {rungs[images]:.4f} after {int(images):,} images"
+    if stop:
+        acc = f"val {stop[1]:.4f} after {stop[0]:,} images"
     click.echo(f"trial {t.number:>3} {status:<11} {a.get('params', 0):>7,} params  RF {a.get('rf', 0):>3}  {acc}"
                f"{'  ' + format(a['seconds'], '.0f') + ' s' if 'seconds' in a else ''}")
 

@@ -105,10 +105,9 @@ def _note(t: optuna.trial.FrozenTrial) -> str:
         parts.append(str(a["message"]))
     if a.get("retry_of") is not None:
         parts.append(f"repeats trial {a['retry_of']}, whose worker died")
-    rungs = a.get("rungs") or {}
-    if str(a.get("pruned_at", "")).endswith("images") and rungs:
-        images = max(rungs, key=int)
-        parts.append(f"stopped by halving after {int(images):,} images (val {rungs[images]:.2%})")
+    stop = trials.halving_stop(a)
+    if stop:
+        parts.append(f"stopped by halving after {stop[0]:,} images (val {stop[1]:.2%})")
     return "; ".join(parts)
 
 

@@ -105,9 +105,10 @@ def _is_journal(first_line: bytes) -> bool:
         return False
 
 
-_KINDS = {  # storage kind: (what an existing file must start like, what the error suggests)
-    "journal": (_is_journal, " or an existing journal with --storage journal:PATH"),
-    "sqlite": (lambda first: first.startswith(b"SQLite format 3\x00"), ", or journal:PATH if it is a journal"),
+_KINDS = {  # storage kind: (what an existing file must start like, what the error suggests, an example URL)
+    "journal": (_is_journal, " or an existing journal with --storage journal:PATH", "journal:runs/studies.log"),
+    "sqlite": (lambda first: first.startswith(b"SQLite format 3\x00"), ", or journal:PATH if it is a journal",
+               "sqlite:///runs/studies.db"),
 }
 
 
@@ -115,9 +116,9 @@ def _usable_file(path: Path, kind: str) -> None:
     """An existing storage file must be of its kind (not a folder, YAML or another store's file)."""
     if not path.exists():
         return
+    looks_right, alternative, example = _KINDS[kind]
     if path.is_dir():
-        raise NasError(f"{kind} storage {path} is a folder; name a file, e.g. {kind}:runs/studies.db")
-    looks_right, alternative = _KINDS[kind]
+        raise NasError(f"{kind} storage {path} is a folder; name a file, e.g. {example}")
     try:
         with path.open("rb") as f:
             first = f.readline(1 << 20)

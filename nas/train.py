@@ -71,7 +71,7 @@ class TrainConfig:
     cutout: int = 0  # side of a square zeroed at a random place, "crop_flip" policy (0: off)
     channels_last: bool = True
     # "auto": bfloat16 autocast only where the hardware does it natively (AMX on a CPU, a bf16 GPU);
-    # elsewhere it is emulated and slower (a seed 001 step 5.6x slower on an AVX2 EPYC, 1 thread, 2026-11-26).
+    # elsewhere it is emulated and slower (a seed 001 step 8.1x slower on a 2-core AVX2 AMD EPYC: bench/cpu_options.py).
     bf16: bool | str = "auto"
     compile: bool = False
     ema: float = 0.0  # decay of an average of the weights that is tested and kept (0: off)
@@ -157,8 +157,9 @@ class TrainResult:
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes in bfloat16 natively: a GPU that supports it, a CPU with AMX tiles.
 
-    Without AMX a CPU converts bf16 to fp32 around each operation (AVX-512 BF16 speeds up only dot
-    products), which measured slower than plain fp32 on both CPUs these benchmarks ran on.
+    Without them bf16 measured slower than fp32: a seed 001 step 8.1x slower on a 2-core AVX2 AMD EPYC
+    (``bench/cpu_options.py``, 2026-11-26), and issue 12 reports bf16 matmuls at half the fp32 rate on
+    an AVX-512 Xeon without AMX.
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -422,9 +423,9 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
                 scored[steps.done] = accuracy(net, data.x_test, data.y_test, norm, eval_bs, config.bf16)
         return scored[steps.done]
 
-    checks = {-(-images // bs): images for images in rungs if 0 < images < total * bs}  # the step that passes it
     steps = _Steps(net, optimizer, ema, data, norm, config, gen, bs, total, bar)
-    steps.checks = {step: (images, lambda images=images: _rung(evaluate, on_rung, images, result)) for step, images in checks.items()}
+    steps.checks = {-(-images // bs): images for images in rungs if 0 < images < total * bs}  # the step that passes it
+    steps.score = lambda images: _rung(evaluate, on_rung, images, result)
     try:
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
@@ -483,7 +484,8 @@ class _Steps:
         self.net, self.optimizer, self.ema, self.data, self.norm = net, optimizer, ema, data, norm
         self.config, self.gen, self.bs, self.total, self.bar = config, gen, bs, total, bar
         self.message = ""
-        self.checks: dict[int, tuple[int, Callable[[], bool]]] = {}  # step -> (images, score the rung; True: stop)
+        self.checks: dict[int, int] = {}  # steps done -> images seen, at each rung
+        self.score: Callable[[int], bool] = lambda images: False  # score a rung; True: stop there
         self.stopped_at: int | None = None  # images seen when a rung stopped the run
         self.done = 0  # optimisation steps taken
 
@@ -519,9 +521,9 @@ class _Steps:
                     return losses
             self.bar.update(1)
             self.done = step + 1
-            if step + 1 in self.checks:
-                images, stop = self.checks[step + 1]
-                if stop():
+            images = self.checks.get(step + 1)
+            if images is not None:
+                if self.score(images):
                     self.stopped_at = images
                     return losses[:i + 1]
                 self.net.train()

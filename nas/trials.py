@@ -80,6 +80,15 @@ def trained(t: FrozenTrial) -> bool:
             and t.user_attrs.get("status") != "duplicate")
 
 
+def halving_stop(attrs: dict) -> tuple[int, float] | None:
+    """(images seen, validation accuracy) where successive halving stopped a trial, or None."""
+    rungs = attrs.get("rungs") or {}
+    if not (str(attrs.get("pruned_at", "")).endswith("images") and rungs):
+        return None
+    images = max(rungs, key=int)
+    return int(images), rungs[images]
+
+
 def val_accuracy(t: FrozenTrial) -> float | None:
     """The validation accuracy the trial ended with (its objective), or None if it has none."""
     accs = t.user_attrs.get("accuracies") or []

@@ -376,3 +376,13 @@ def test_check_refuses_an_output_that_is_not_one_score_per_class(tmp_path):
     assert result.exit_code == 1, result.output
     assert "outputs one score per class ✗ (output [10, 3, 3]" in result.output
     assert CliRunner().invoke(main, ["check", "seed001"]).exit_code == 0
+
+
+@pytest.mark.parametrize("url, example", [("sqlite:///{dir}", "sqlite:///runs/studies.db"),
+                                          ("journal:{dir}", "journal:runs/studies.log")])
+def test_a_storage_that_is_a_folder_names_a_url_of_its_kind(tmp_path, url, example):
+    from nas.errors import NasError
+    from nas.study import check_url
+
+    with pytest.raises(NasError, match=f"is a folder; name a file, e.g. {example}$"):
+        check_url(url.format(dir=tmp_path))
