@@ -312,6 +312,7 @@ def test_worker_rides_out_a_short_outage_and_stops_cleanly_on_a_long_one(pg, ima
     assert "Traceback" not in err
 
     # a long one: after its retries the worker stops with one line; the same command resumes
+    write_space(tmp_path, data, batch=1)  # a slower trial (was 1 s), so that the test sees it training
     args[args.index("--trials") + 1] = "2"
     proc = worker(args, tmp_path, cache, NAS_DB_RETRY_SECONDS="2")
     lost = wait_for_training(url, proc)
