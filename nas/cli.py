@@ -288,14 +288,16 @@ def _workers_failed(codes: list[int], name: str) -> None:
 def _print_trial(t) -> None:
     a = t.user_attrs
     status = a.get("status", t.state.name.lower())
-    if status == "rejected":
+    if status in ("rejected", "dominated", "duplicate"):  # counted in the summary: no training, no line
         return
-    from .trials import halving_stop
+    from .trials import rung_stop
 
-    accs, stop = a.get("accuracies") or [], halving_stop(a)
+    accs, stop = [x for x in a.get("accuracies") or [] if x is not None], rung_stop(a)
     acc = f"val {accs[-1]:.4f} after {len(accs)} epochs" if accs else ""
     if stop:
         acc = f"val {stop[1]:.4f} after {stop[0]:,} images"
+    if status == "stopped":
+        acc += f" (forecast {a.get('predicted', 0):.4f})"
     click.echo(f"trial {t.number:>3} {status:<11} {a.get('params', 0):>7,} params  RF {a.get('rf', 0):>3}  {acc}"
                f"{'  ' + format(a['seconds'], '.0f') + ' s' if 'seconds' in a else ''}")
 
@@ -309,17 +311,18 @@ def _print_run(t) -> None:
 
 @main.command()
 @click.option("--space", "space_name", required=True, help="Search space name (see `nas spaces`) or file.")
-@click.option("--trials", default=20, show_default=True, type=click.IntRange(1),
-              help="Trained candidates the study should hold (rejected ones do not count).")
+@click.option("--trials", type=click.IntRange(1),
+              help="Trained candidates the study should hold (rejected ones do not count) [default: no limit when "
+              "the task has a time budget (search_minutes), else 20].")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), callback=lambda ctx, param, v: _finite(v, "--timeout"),
-              help="Stop starting new trials after S seconds.")
+              help="Stop starting new trials after S seconds [default: the task's search_minutes].")
 @click.option("--enqueue", multiple=True, metavar="DESIGN", help="Train a documented design (or params file) first.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), envvar="NAS_JOBS",
               help="Worker processes on this machine sharing the study, each with its share of the CPU threads "
               "[default: 2 on a CPU with 2 or more cores (measured faster than 1), 1 on a GPU; env NAS_JOBS].")
 @click.option("--halving", type=click.IntRange(0, 16), default=3, show_default=True,
-              help="Successive halving: score candidates at rungs of training images seen and go on with the best "
-              "1/N of those no bigger (0: every candidate trains its whole schedule).")
+              help="Score candidates on validation at rungs of training images seen (the schedule / N, / N^2, ...) "
+              "as well as after each epoch, and stop those whose forecast end misses the target (0: epochs only).")
 @click.option("--worker", is_flag=True, hidden=True, help="Run as one of --jobs workers: no summary.")
 @_search_options
 @click.pass_context
@@ -327,14 +330,16 @@ def search(ctx, space_name, trials, timeout, enqueue, study, storage, results, d
            finish, confirm_top, seeds, jobs, halving, worker) -> None:
     """Search SPACE: check every candidate analytically, train the valid ones, confirm the cheapest.
 
-    Candidates are chosen on a validation split held out from the training images; at the end the
-    cheapest ones whose validation accuracy reached the target are retrained on every training
-    image over several seeds and tested once (--confirm). Running the same command again resumes
-    the study. Ctrl-C stops after the current epoch. Any number of workers started with the same
-    command and a shared --storage share one study and stop together once it holds --trials
-    trained candidates.
+    Candidates train the schedule that confirms, on the training images less a validation split,
+    and stop early only when their forecast end misses the target; no net is proposed twice, and
+    once one reaches the target only cheaper ones are. At the end (the time budget, --trials, or the
+    space covered) the cheapest ones whose validation accuracy is within noise of the target are
+    retrained on every training image over several seeds and tested once (--confirm), a design
+    stopping at its first seed below the target. Running the same command again resumes the study.
+    Ctrl-C stops after the current epoch. Any number of workers started with the same command and a
+    shared --storage share one study.
 
-    Example: nas search --space mnist_squeeze --trials 20 --data-dir ../shared/data
+    Example: nas search --space mnist_squeeze --data-dir ../shared/data
     """
     from .search import SearchConfig
     from .space import Space

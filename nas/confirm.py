@@ -2,7 +2,10 @@
 
 A search chooses on a validation split; the test set is read only here, once per run, after the
 last epoch of the task's fixed schedule. A design meets the target only when every seed does
-(:mod:`nas.trials`).
+(:mod:`nas.trials`), so confirmation is sequential: designs are queued cheapest first, a design's
+remaining seeds are skipped (and a run of it in progress stops) at its first seed below the
+target, and every remaining run is skipped once a design meets the target with no cheaper design
+still undecided.
 
 Each run (one design, one seed) is a trial of the companion study ``<study>.confirm`` in the same
 storage, queued before anyone trains it. Workers take queued runs one at a time (Optuna hands a
@@ -26,6 +29,7 @@ from . import study as studies
 from . import trials
 from .build import build
 from .errors import NasError
+from .schedule import train_config
 from .spec import Spec
 from .space import fingerprint
 from .workers import Stop, worker_name
@@ -48,6 +52,10 @@ class Confirmed:
     interrupted: bool = False
     trained: int = 0  # runs this worker trained
 
+    def _beaten(self, c: trials.Confirmation) -> bool:
+        return (self.best is not None and c.figures.get(self.cost) is not None
+                and self.best.figures.get(self.cost) is not None and self.best.figures[self.cost] < c.figures[self.cost])
+
     def lines(self) -> list[str]:
         shown = self.asked or sorted(self.found, key=lambda fp: self.found[fp].figures.get(self.cost) or 0)
         if not shown:
@@ -60,8 +68,10 @@ class Confirmed:
             if c is None:
                 out.append(f"  {fp}: no seed finished yet")
                 continue
-            verdict = "meets the target" if c.meets(self.target) else "still running" if not c.done else "FAILS"
-            failed += c.done and not c.meets(self.target)
+            fails = c.fails(self.target)
+            verdict = ("meets the target" if c.meets(self.target) else "FAILS" if fails
+                       else "not needed: a cheaper design meets the target" if self._beaten(c) else "still running")
+            failed += fails
             out.append(f"  {c.line(self.target, self.cost)}  -> {verdict}")
         out.append(f"{failed} of {len(shown)} design{'s' if len(shown) > 1 else ''} failed confirmation")
         if self.best is None:
@@ -84,16 +94,22 @@ def existing(study: optuna.Study) -> optuna.Study | None:
     return optuna.load_study(study_name=name, storage=study._storage) if name in names else None
 
 
-def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int, epochs: int) -> str:
-    """Queue the runs of one design (on a schedule of ``epochs``) that are not queued, running or done
-    yet; return its fingerprint."""
+def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int, epochs: int,
+          every_seed: bool = False) -> str:
+    """Queue the runs of one design (on a schedule of ``epochs``) that are not queued, running, done or
+    skipped yet; return its fingerprint. ``every_seed``: run all seeds whatever the first ones give
+    (a documented design reproduced for its figures), where a searched design stops at its first
+    seed below the target."""
     fp = fingerprint(Spec.from_dict(spec))
-    have = {t.user_attrs.get("seed") for t in runs.get_trials(deepcopy=False, states=LIVE_STATES)
-            if _same_run(t.user_attrs, fp, t.user_attrs.get("seed"), epochs) and t.user_attrs.get("status") != "duplicate"}
+    have = {t.user_attrs.get("seed") for t in runs.get_trials(deepcopy=False)
+            if _same_run(t.user_attrs, fp, t.user_attrs.get("seed"), epochs)
+            and (t.state in LIVE_STATES or t.user_attrs.get("status") == "skipped")
+            and t.user_attrs.get("status") != "duplicate"}
     for seed in range(seeds):
         if seed not in have:
             runs.enqueue_trial({}, user_attrs={"kind": "confirm", "fingerprint": fp, "seed": seed, "epochs": epochs,
-                                               "spec": spec, "source": source, **figures})
+                                               "spec": spec, "source": source, **figures,
+                                               **({"every_seed": True} if every_seed else {})})
     return fp
 
 
@@ -117,27 +133,31 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
     them) and of the documented ``designs``; return every design's figures so far."""
     from .analysis import analyse
     from . import registry
-    from .search import train_config
 
     task = cfg.space.task
     seeds, epochs = cfg.seeds or task.seeds, train_config(cfg, confirm_seed=0).epochs
     runs = companion(study, cfg.train_limit)
     if not cfg.train_limit and study.user_attrs.get("confirm_epochs") != epochs:
         study.set_user_attr("confirm_epochs", epochs)  # reports and export count runs of this schedule only
-    asked = [queue(runs, t.user_attrs["spec"], _source(t), _figures(t.user_attrs), seeds, epochs)
-             for t in trials.to_confirm(study, task.target, task.cost, cfg.confirm)]
+    planned: dict[str, tuple[str, dict]] = {}  # fingerprint -> (source, figures), cheapest first
+    for t in trials.to_confirm(study, task.target, task.cost, cfg.confirm):
+        planned[queue(runs, t.user_attrs["spec"], _source(t), _figures(t.user_attrs), seeds, epochs)] = \
+            (_source(t), _figures(t.user_attrs))
     for design in designs:
         a = analyse(registry.load_design(design))
         data.check_fits(a.spec.input, a.out_shape, f"design {design}")
         failures = [r.name for r in task.constraints.failures(a)]
         figures = _figures({**a.figures(), "failures": failures})
-        asked.append(queue(runs, a.spec.to_dict(), design, figures, seeds, epochs))
+        planned[queue(runs, a.spec.to_dict(), design, figures, seeds, epochs, every_seed=True)] = (design, figures)
+    asked = list(planned)
     data = data.subset(train=cfg.train_limit, seed=cfg.seed) if cfg.train_limit else data
-    out = Confirmed(task.target, task.cost, epochs, len(data.y_train), asked=list(dict.fromkeys(asked)))
+    out = Confirmed(task.target, task.cost, epochs, len(data.y_train), asked=asked)
     with Stop() as stop:
         out.trained = _work(cfg, runs, data, train_fn, stop, on_run)
     out.interrupted = stop.requested
     out.found = trials.confirmations(runs, seeds, epochs)
+    for fp, (source, figures) in planned.items():  # a design all of whose runs were skipped
+        out.found.setdefault(fp, trials.Confirmation(fp, source, figures, wanted=seeds, epochs=epochs))
     out.best = trials.best(out.found, task.target, task.cost)
     return out
 
@@ -164,7 +184,6 @@ def _work(cfg, runs: optuna.Study, data, train_fn, stop: Stop, on_run) -> int:
 
 def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Stop) -> int:
     """Train one design with one seed on every training image; test once. Returns 1 if it trained."""
-    from .search import train_config
     from .train import train
 
     a = trial.user_attrs
@@ -174,14 +193,30 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
         trial.set_user_attr("status", "duplicate")
         runs.tell(trial, state=TrialState.PRUNED)
         return 0
+    task, seeds = cfg.space.task, cfg.seeds or cfg.space.task.seeds
+    why = _needless(runs, a, task.target, task.cost, seeds, config.epochs)
+    if why:
+        trial.set_user_attr("status", "skipped")
+        trial.set_user_attr("message", why)
+        runs.tell(trial, state=TrialState.PRUNED)
+        return 0
     model = build(Spec.from_dict(a["spec"]))
+
+    def on_epoch(epoch: int, acc) -> bool:  # another worker's seed of this design may have failed meanwhile
+        return stop.requested or bool(_needless(runs, a, task.target, task.cost, seeds, config.epochs))
+
     try:
-        result = (train_fn or train)(model, data, config, on_epoch=lambda epoch, acc: stop.requested)
+        result = (train_fn or train)(model, data, config, on_epoch=on_epoch)
     except BaseException:  # a second Ctrl-C, or an error: the run is queued again, and the worker stops
         _requeue(runs, trial, quietly=True)
         raise
     if stop.requested and result.status == "stopped":
         _requeue(runs, trial)
+        return 0
+    if result.status == "stopped":  # decided without this run
+        trial.set_user_attr("status", "skipped")
+        trial.set_user_attr("message", _needless(runs, a, task.target, task.cost, seeds, config.epochs))
+        runs.tell(trial, state=TrialState.PRUNED)
         return 0
     accuracy = result.accuracies[-1] if result.status != "nan" and result.accuracies else 0.0
     trial.set_user_attr("accuracy", accuracy)
@@ -193,6 +228,21 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
         trial.set_user_attr("message", result.message)
     runs.tell(trial, accuracy)
     return 1
+
+
+def _needless(runs: optuna.Study, attrs: dict, target: float, cost: str, seeds: int, epochs: int) -> str:
+    """Why the run of ``attrs`` need not train, or '': a seed of its design already fell short of the
+    target, or a cheaper design already meets it (so this one cannot be the best)."""
+    if attrs.get("every_seed"):
+        return ""
+    found = trials.confirmations(runs, seeds, epochs)
+    mine = found.get(attrs["fingerprint"])
+    if mine is not None and mine.fails(target):
+        return "a seed of this design fell short of the target"
+    size = attrs.get(cost)
+    cheaper = [c.figures[cost] for c in found.values() if c.meets(target) and c.figures.get(cost) is not None
+               and size is not None and c.figures[cost] < size]
+    return f"a design of {min(cheaper):,} {cost} meets the target" if cheaper else ""
 
 
 def _taken(runs: optuna.Study, trial: optuna.Trial, fp: str, seed: int, epochs: int) -> bool:

@@ -25,7 +25,8 @@ LEARNING_CURVES = 5  # trials drawn (the front first), besides the documented de
 STYLE = {
     "target_met": ("#2ca02c", "o", "validation reached the target"),
     "complete": ("#1f77b4", "s", "trained, validation below the target"),
-    "pruned": ("#7f7f7f", "X", "pruned (stopped early)"),
+    "stopped": ("#7f7f7f", "X", "stopped early (forecast short of the target)"),
+    "pruned": ("#bcbd22", "x", "pruned (an older nas's halving)"),
     "nan": ("#d62728", "D", "diverged (NaN loss)"),
     "interrupted": ("#ff7f0e", "P", "interrupted"),
 }

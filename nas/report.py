@@ -39,7 +39,8 @@ COLUMNS = ["trial", "design", "status", "params", "rf", "macs", "epochs", "val_a
            "meets_constraints", "reached_target", "on_front", "seeds", "test_mean", "test_min", "test_max",
            "meets_target", "trained", "note", "choices"]
 TEXT_COLUMNS = {"design", "status", "note", "choices", "seeds"}  # left-aligned in printed tables
-STATUS_ORDER = ("target_met", "complete", "pruned", "nan", "interrupted", "duplicate", "rejected")
+STATUS_ORDER = ("target_met", "complete", "stopped", "pruned", "nan", "interrupted", "duplicate", "dominated",
+                "rejected")
 
 # -- the table ---------------------------------------------------------------------------------
 
@@ -87,7 +88,7 @@ def _row(t: optuna.trial.FrozenTrial, found: dict, front: set, target: float | N
         "seeds": f"{c.passed(target)}/{len(c.accuracies)}" if c and target is not None and c.accuracies else "",
         "test_mean": c.mean if c and c.accuracies else math.nan, "test_min": c.min if c and c.accuracies else math.nan,
         "test_max": c.max if c and c.accuracies else math.nan,
-        "meets_target": c.meets(target) if c and target is not None and c.done else None,
+        "meets_target": (c.meets(target) if c.done or c.fails(target) else None) if c and target is not None else None,
         "trained": bool(a.get("trained")),
         "note": _note(t), "choices": " ".join(f"{k}={v}" for k, v in t.params.items()),
     }
@@ -105,8 +106,11 @@ def _note(t: optuna.trial.FrozenTrial) -> str:
         parts.append(str(a["message"]))
     if a.get("retry_of") is not None:
         parts.append(f"repeats trial {a['retry_of']}, whose worker died")
-    stop = trials.halving_stop(a)
-    if stop:
+    stop = trials.rung_stop(a)
+    if a.get("status") == "stopped":
+        where = f"after {stop[0]:,} images (val {stop[1]:.2%})" if stop else f"at {a.get('stopped_at')}"
+        parts.append(f"stopped {where}: forecast end {a.get('predicted', 0):.2%}, short of the target")
+    elif stop:
         parts.append(f"stopped by halving after {stop[0]:,} images (val {stop[1]:.2%})")
     return "; ".join(parts)
 

@@ -3,15 +3,21 @@
 The search weighs validation accuracy against the task's cost (``params``, ``macs`` or ``latency``)
 in a two-objective Optuna study. Rejected candidates are stored with a positive constraint value
 (``trial.set_constraint``), which the sampler reads to learn where the feasible region is; they cost
-a few milliseconds and no training. Trained candidates learn on the training images less a
-validation split held out with a seed stored in the study (every worker holds out the same one);
-:class:`~nas.sampler.Halving` scores them at rungs of training images seen and stops those that
-cheaper candidates beat there, and :class:`~nas.sampler.TargetPruner` stops those whose validation
-curve cannot reach the target.
-The test set is never read here: :mod:`nas.confirm` reads it, once per seed, for the chosen designs.
+a few milliseconds and no training. The sampler (:mod:`nas.sampler`) proposes only nets not tried
+yet, and once a net reaches the target on validation, only cheaper ones.
+
+Trained candidates learn on the training images less a validation split held out with a seed
+stored in the study (every worker holds out the same one), on the very schedule that confirms
+(:mod:`nas.schedule`). They are scored on the validation split at rungs of training images seen and
+after every epoch, and stopped only when even an optimistic forecast of their own end point misses
+the target (:mod:`nas.forecast`); a stopped candidate's forecast is its value, so the sampler learns
+from it. The test set is never read here: :mod:`nas.confirm` reads it, once per seed, for the
+chosen designs.
 
 ``--trials N`` counts trained candidates across the whole study, so running the same command again
-resumes a study (or extends it with a larger N), and several workers share one count.
+resumes a study (or extends it with a larger N), and several workers share one count. The search
+also ends at its time budget (``--timeout``, else the task's ``search_minutes``) and once every
+distinct feasible net under the cost cap has been tried.
 
 Several workers (processes, machines; ``nas search --jobs N`` starts N on this machine, see
 :mod:`nas.jobs`) running the same command share the study through its storage:
@@ -40,7 +46,9 @@ from . import trials
 from .build import build
 from .errors import NasError
 from .feasibility import check, feasibility, require_feasible
-from .sampler import Halving, Sampler, TargetPruner
+from .forecast import Forecast, rungs, within_noise
+from .sampler import Catalogue, Sampler
+from .schedule import train_config
 from .space import Space, fingerprint
 from .trials import TRAINED_STATES, counts
 from .workers import Interrupted, Stop, worker_name
@@ -53,8 +61,8 @@ class SearchConfig:
     space: Space
     study_name: str | None = None
     storage: str | None = None
-    trials: int = 20
-    timeout: float | None = None
+    trials: int | None = None  # None: until the time budget ends or the space is covered (20 without a budget)
+    timeout: float | None = None  # seconds; None: the task's search_minutes
     seed: int = 0
     finish: bool = False  # train the whole schedule even after the target is met
     enqueue: tuple[str, ...] = ()
@@ -65,7 +73,7 @@ class SearchConfig:
     train_options: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, over the space's `train:`
     confirm: int = 3  # designs to confirm at the end (cheapest first); 0: none
     seeds: int | None = None  # confirmation seeds [default: the task's]
-    halving: int = 3  # successive halving: keep the best 1/halving at each rung of images seen (0: off)
+    halving: int = 3  # rungs of images seen at budget / halving**k, where hopeless candidates stop (0: epochs only)
     quiet: bool = False  # a worker of `--jobs N`: the coordinator prints warnings and the summary
     started: float | None = None  # time.perf_counter() when the command began: --timeout counts from it
 
@@ -73,17 +81,31 @@ class SearchConfig:
     def name(self) -> str:
         return self.study_name or self.space.name
 
+    @property
+    def budget(self) -> float | None:
+        """The search's wall-clock budget in seconds: ``timeout``, else the task's ``search_minutes``."""
+        minutes = self.space.task.search_minutes
+        return self.timeout if self.timeout is not None else minutes * 60 if minutes else None
+
+    @property
+    def wanted(self) -> int | None:
+        """Trained candidates to stop at: ``trials``, else none when a time budget bounds the search, else 20."""
+        return self.trials if self.trials is not None else None if self.budget else 20
+
 
 @dataclass
 class Outcome:
     study: optuna.Study
     trained: int = 0
     rejected: int = 0
-    pruned: int = 0
+    dominated: int = 0
+    stopped: int = 0
+    diverged: int = 0
     duplicates: int = 0
     failed: int = 0
     reached: int = 0
     interrupted: bool = False
+    covered: bool = False  # every distinct feasible net under the cost cap was tried
     seconds: float = 0.0
     check_ms: list[float] = field(default_factory=list)
     front: list[optuna.trial.FrozenTrial] = field(default_factory=list)
@@ -94,9 +116,11 @@ def open_study(cfg: SearchConfig) -> optuna.Study:
     """Create or resume the study; its attributes record the task and the validation split."""
     space, task = cfg.space, cfg.space.task
     try:
+        catalogue = Catalogue(space, task.cost, seed=cfg.seed)
+        sampler = Sampler(seed=cfg.seed, catalogue=catalogue, cap=lambda s: trials.cost_cap(s, task.cost),
+                          n_startup_trials=8)
         study = optuna.create_study(study_name=cfg.name, storage=studies.storage(cfg.storage),
-                                    directions=list(DIRECTIONS), sampler=Sampler(seed=cfg.seed, n_startup_trials=8),
-                                    load_if_exists=True)
+                                    directions=list(DIRECTIONS), sampler=sampler, load_if_exists=True)
     except ValueError as err:  # an existing study with other directions
         raise NasError(f"study {cfg.name!r} cannot be resumed by this version of nas ({err}); pass another --study") from None
     if len(study.directions) != len(DIRECTIONS):
@@ -105,8 +129,12 @@ def open_study(cfg: SearchConfig) -> optuna.Study:
     if study.user_attrs.get("space", space.name) != space.name:
         raise NasError(f"study {cfg.name!r} was made for space {study.user_attrs['space']!r}, not {space.name!r}; "
                        "pass another --study")
+    schedule = train_config(cfg).epochs
+    if study.user_attrs.get("epochs", schedule) != schedule:
+        raise NasError(f"study {cfg.name!r} compared its candidates on {study.user_attrs['epochs']} epochs, and "
+                       f"{space.source} now trains {schedule}; pass another --study to start a new one")
     wanted = {"space": space.name, "space_file": str(space.source), "target": task.target,
-              "dataset": task.dataset, "max_epochs": task.max_epochs, "epochs": train_config(cfg).epochs,
+              "dataset": task.dataset, "max_epochs": task.max_epochs, "epochs": schedule,
               "constraints": task.constraints.to_dict(), "cost": task.cost, "seeds": task.seeds}
     if "split" not in study.user_attrs:  # drawn once: every worker and every resume holds out the same images
         wanted["split"] = {"validation": task.validation, "seed": cfg.seed}
@@ -169,11 +197,10 @@ class Objective:
         self.worker = worker_name()
         self.poll = min(5.0, studies.heartbeat_settings()[0])
         self.config = train_config(cfg)
-        self.pruner = TargetPruner(cfg.space.task.target, self.config.epochs)
-        self.halving = Halving(cfg.halving)
+        self.forecast = Forecast(within_noise(cfg.space.task.target, len(data.y_test)))
         n = len(data.y_train)
-        bs = min(self.config.batch_size, n)
-        self.rungs = self.halving.rungs(self.config.epochs, n // bs * bs)
+        self.images_per_epoch = n // min(self.config.batch_size, n) * min(self.config.batch_size, n)
+        self.rungs = rungs(self.config.epochs, self.images_per_epoch, cfg.halving)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         space, cost = self.cfg.space, self.cfg.space.task.cost
@@ -187,17 +214,20 @@ class Objective:
             for key, value in cand.analysis.figures().items():
                 trial.set_user_attr(key, value)
             trial.set_user_attr("spec", cand.analysis.spec.to_dict())
-        trial.set_constraint("failures", float(len(cand.failures)))  # > 0 is infeasible
-        if not cand.feasible:
-            trial.set_user_attr("status", "rejected")
-            size = cand.analysis.figures().get(cost) if cand.analysis is not None else None
+        size = cand.analysis.figures().get(cost) if cand.analysis is not None else None
+        fixed = bool(trial.user_attrs.get("design"))  # a documented design trains whatever it costs
+        cap = None if fixed or not cand.feasible else trials.cost_cap(trial.study, cost)
+        over = cap is not None and size is not None and size >= cap
+        trial.set_constraint("failures", float(len(cand.failures) + over))  # > 0: the sampler learns to avoid it
+        if not cand.feasible or over:
+            trial.set_user_attr("status", "rejected" if not cand.feasible else "dominated")
             return 0.0, float(size) if size is not None else math.inf
         spec = cand.analysis.spec
         fp = fingerprint(spec)
         trial.set_user_attr("worker", self.worker)
         trial.set_user_attr("fingerprint", fp)
         earlier = self._same_net(trial, fp)
-        if earlier is not None:
+        if earlier is not None:  # another worker proposed the same net at the same moment
             trial.set_user_attr("status", "duplicate")
             trial.set_user_attr("duplicate_of", earlier.number)
             if earlier.state == TrialState.PRUNED:
@@ -206,7 +236,7 @@ class Objective:
         if cost == "latency":
             from .train import latency
             trial.set_user_attr("latency", latency(build(spec, cand.analysis), spec.input, self.config.device))
-        return self._train(trial, cand.analysis, float(trial.user_attrs[cost]))
+        return self._train(trial, cand.analysis, float(trial.user_attrs[cost]), fixed)
 
     def _same_net(self, trial: optuna.Trial, fp: str):
         """A trained trial of the same net; if another worker is training it now, wait for its result.
@@ -232,39 +262,16 @@ class Objective:
             time.sleep(self.poll)
             studies.fail_stale(study)  # a dead worker's trial fails here, and this worker trains the net
 
-    def _train(self, trial: optuna.Trial, analysis, cost: float) -> tuple[float, float]:
-        accuracies: list[float] = []
-        pruned = []
-
-        def on_epoch(epoch: int, acc: float | None) -> bool:
-            accuracies.append(acc)
-            trial.set_user_attr("accuracies", accuracies)  # persisted as it goes: a killed worker keeps it
-            if self.stop.requested:
-                return True
-            if self.pruner.hopeless(accuracies, self.pruner.references(trial.study)):
-                pruned.append(f"epoch {epoch}")
-                return True
-            return False
-
-        scores: dict[str, float] = {}
-        fixed = bool(trial.user_attrs.get("design"))  # a documented design trains its whole schedule
-
-        def on_rung(images: int, acc: float) -> bool:
-            scores[str(images)] = acc
-            trial.set_user_attr("rungs", scores)
-            others = self.halving.scored(trial.study, images, self.cfg.space.task.cost, trial.number)
-            if not fixed and self.halving.hopeless(acc, cost, others):
-                pruned.append(f"{images:,} images")
-                return True
-            return False
-
+    def _train(self, trial: optuna.Trial, analysis, cost: float, fixed: bool) -> tuple[float, float]:
+        watch = _Watch(trial, self.forecast.calibrated(trials.full_curves(trial.study)),
+                       self.config.epochs, self.images_per_epoch, fixed, self.stop)
         trial.set_user_attr("trained", True)
         trial.set_user_attr("threads", torch.get_num_threads())
         torch.manual_seed(self.cfg.seed)
         model = build(analysis.spec, analysis)  # the analysis the check just made: no second pass
-        rungs = {"rungs": self.rungs, "on_rung": on_rung} if self.rungs else {}
+        rung_args = {"rungs": self.rungs, "on_rung": watch.on_rung} if self.rungs else {}
         try:
-            result = self.train_fn(model, self.data, self.config, on_epoch=on_epoch, **rungs)
+            result = self.train_fn(model, self.data, self.config, on_epoch=watch.on_epoch, **rung_args)
         except KeyboardInterrupt:  # a second Ctrl-C, or SIGTERM: the trial fails, its params are queued again
             trial.set_user_attr("status", "interrupted")
             self._requeue(trial)
@@ -279,14 +286,16 @@ class Objective:
             trial.set_user_attr("status", "nan")
             trial.set_user_attr("message", result.message)
             raise optuna.TrialPruned(result.message)
-        if self.stop.requested and not pruned and not (reached and not self.cfg.finish):
+        if self.stop.requested and watch.stopped is None and not (reached and not self.cfg.finish):
             trial.set_user_attr("status", "interrupted")
             self._requeue(trial)  # retrained on resume
             raise Interrupted()
-        if pruned:
-            trial.set_user_attr("status", "pruned")
-            trial.set_user_attr("pruned_at", pruned[0])
-            raise optuna.TrialPruned(f"pruned at {pruned[0]}")
+        if watch.stopped is not None:
+            where, predicted = watch.stopped[0], round(watch.stopped[1], 6)
+            trial.set_user_attr("status", "stopped")
+            trial.set_user_attr("stopped_at", where)
+            trial.set_user_attr("predicted", predicted)
+            return predicted, cost
         trial.set_user_attr("status", "target_met" if reached else "complete")
         return (result.accuracies[-1] if result.accuracies else 0.0), cost
 
@@ -302,58 +311,57 @@ class Objective:
         return str(path.relative_to(self.weights_dir.parent))
 
 
-def train_config(cfg: SearchConfig, confirm_seed: int | None = None):
-    """The trainer's settings: the task's fixed schedule, the space's ``train:``, the options.
+class _Watch:
+    """The trainer's callbacks for one trial: record its curve as it goes (a killed worker keeps it)
+    and stop it where even the optimistic forecast of its end misses the target."""
 
-    A search trial evaluates on validation images after every epoch and may stop once the target
-    is reached; a confirmation run (``confirm_seed``) trains the whole schedule with that seed and
-    is evaluated once, after its last epoch.
-    """
-    from .train import settings
+    def __init__(self, trial: optuna.Trial, forecast: Forecast, epochs: int, images_per_epoch: int, fixed: bool,
+                 stop: Stop):
+        self.trial, self.forecast, self.epochs, self.per_epoch = trial, forecast, epochs, images_per_epoch
+        self.fixed, self.stop = fixed, stop  # a documented design trains its whole schedule
+        self.curve: list[tuple[float, float]] = []
+        self.accuracies: list[float] = []
+        self.scores: dict[str, float] = {}
+        self.stopped: tuple[str, float] | None = None  # (where, forecast final accuracy)
 
-    task = cfg.space.task
-    options = {**cfg.space.train, **cfg.train_options}
-    # A space may fix a schedule shorter than the task's epoch budget (train: {epochs: 6}).
-    options.setdefault("epochs", task.max_epochs)
-    if confirm_seed is None:
-        fixed = dict(target=task.target, seed=cfg.seed, stop_at_target=not cfg.finish)
-    else:
-        fixed = dict(target=None, seed=confirm_seed, stop_at_target=False, eval_each_epoch=False)
-        options["epochs"] = task.confirm_epochs or options["epochs"]
-    config = settings(options, source=f"{cfg.space.source}: train", device=cfg.device, **fixed)
-    if config.epochs > task.max_epochs:
-        raise NasError(f"{cfg.space.source}: train.epochs must be at most task.max_epochs ({task.max_epochs}), "
-                       f"got {config.epochs}; shorten the schedule or raise the budget")
-    return config
+    def on_rung(self, images: int, acc: float) -> bool:
+        self.scores[str(images)] = acc
+        self.trial.set_user_attr("rungs", self.scores)
+        return self._judge(images / (self.epochs * self.per_epoch), acc, f"{images:,} images")
 
+    def on_epoch(self, epoch: int, acc: float | None) -> bool:
+        self.accuracies.append(acc)
+        self.trial.set_user_attr("accuracies", self.accuracies)
+        return self.stop.requested or (acc is not None and self._judge(epoch / self.epochs, acc, f"epoch {epoch}"))
 
-def _check_data(cfg: SearchConfig, data) -> None:
-    """The dataset must fit the space: image shape and, when the task names it, the number of classes."""
-    space, shape = cfg.space, getattr(data, "shape", None)
-    if shape is not None and tuple(shape) != tuple(space.input):
-        raise NasError(f"dataset {space.task.dataset} has images of shape {list(shape)} but space {space.name} "
-                       f"takes input {list(space.input)}; fix 'input:' in {space.source} or use the matching dataset")
-    classes, found = space.task.constraints.classes, getattr(data, "num_classes", None)
-    if classes is not None and found is not None and classes != found:
-        raise NasError(f"dataset {space.task.dataset} has {found} classes but space {space.name} asks for "
-                       f"{classes}; fix 'classes' under task.constraints in {space.source}")
+    def _judge(self, fraction: float, acc: float, where: str) -> bool:
+        self.curve.append((round(fraction, 6), acc))
+        self.trial.set_user_attr("curve", self.curve)
+        if self.fixed or self.forecast.reachable(fraction, acc):
+            return False
+        self.stopped = (where, self.forecast.expected(fraction, acc))
+        return True
 
 
 def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial: Callable | None = None,
         on_run: Callable | None = None) -> Outcome:
-    """Run (or resume) the search until the study holds ``cfg.trials`` trained candidates, then
-    confirm the cheapest candidates whose validation accuracy reached the target (``cfg.confirm``).
+    """Run (or resume) the search until its budget ends (``cfg.trials`` trained candidates, the time
+    budget, or every distinct net under the cost cap tried), then confirm the cheapest candidates
+    whose validation accuracy reached the target (``cfg.confirm``).
 
     Everything the user can get wrong (space, enqueued designs, data, results folder, storage) is
     checked before the study is created or changed.
     """
     study, data = prepare(cfg, data)
     search_data = validation_data(study, data, cfg.train_limit, cfg.seed)
+    threshold = round(within_noise(cfg.space.task.target, len(search_data.y_test)), 6)
+    if study.user_attrs.get("val_threshold") != threshold:  # what confirmation picks its candidates by
+        study.set_user_attr("val_threshold", threshold)
     start = time.perf_counter()
     with Stop() as stop:
-        _optimize(cfg, study, Objective(cfg, search_data, stop, train_fn), stop, on_trial)
+        covered = _optimize(cfg, study, Objective(cfg, search_data, stop, train_fn), stop, on_trial)
     outcome = _outcome(study, cfg)
-    outcome.interrupted = stop.requested
+    outcome.interrupted, outcome.covered = stop.requested, covered
     outcome.seconds = time.perf_counter() - start
     if cfg.confirm and not outcome.interrupted:
         from .confirm import confirm
@@ -385,24 +393,31 @@ def prepare(cfg: SearchConfig, data=None):
 
 
 def _optimize(cfg: SearchConfig, study: optuna.Study, objective: Objective, stop: Stop,
-              on_trial: Callable | None) -> None:
-    """Start trials until the study holds enough trained ones (or time, Ctrl-C or NaNs stop it)."""
+              on_trial: Callable | None) -> bool:
+    """Start trials until the study holds enough trained ones, the budget ends, every net under the
+    cost cap was tried, or Ctrl-C or NaNs stop it. Returns whether the space was covered."""
     here = {"rejected": 0, "trained": 0, "nan": 0}
-    deadline = (cfg.started or time.perf_counter()) + cfg.timeout if cfg.timeout else None
-    max_rejections = 200 * cfg.trials + 1000
+    budget = cfg.budget
+    deadline = (cfg.started or time.perf_counter()) + budget if budget else None
+    max_rejections = 200 * (cfg.wanted or 100) + 1000
     diverged: list[str] = []
+    sampler: Sampler = study.sampler
+
+    def covered() -> bool:
+        return sampler.remaining(study) == 0 and not _queued(study)
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         status = trial.user_attrs.get("status")
         here["rejected"] += status == "rejected"
-        if trial.user_attrs.get("trained") and trial.state in TRAINED_STATES and status != "duplicate":
+        if trials.trained(trial):
             here["trained"] += 1
             here["nan"] += status == "nan"
         if on_trial:
             on_trial(trial)
-        if here["nan"] and here["nan"] == here["trained"] >= min(3, cfg.trials):  # the settings, not the nets
+        if here["nan"] and here["nan"] == here["trained"] >= min(3, cfg.wanted or 3):  # the settings, not the nets
             diverged.append(trial.user_attrs.get("message", ""))
-        if stop.requested or diverged or here["rejected"] >= max_rejections or not _to_start(study, cfg.trials):
+        if (stop.requested or diverged or here["rejected"] >= max_rejections or not _to_start(study, cfg.wanted)
+                or covered()):
             study.stop()
 
     while not (stop.requested or diverged or here["rejected"] >= max_rejections):
@@ -411,7 +426,10 @@ def _optimize(cfg: SearchConfig, study: optuna.Study, objective: Objective, stop
             break
         try:
             studies.fail_stale(study)  # a dead worker's trial is queued again before we count
-            if _to_start(study, cfg.trials):
+            if covered():
+                _drain(study, stop, objective.poll)
+                return True
+            if _to_start(study, cfg.wanted):
                 try:
                     study.optimize(objective, timeout=left, callbacks=[after_trial], catch=(Interrupted,),
                                    gc_after_trial=False)
@@ -433,23 +451,36 @@ def _optimize(cfg: SearchConfig, study: optuna.Study, objective: Objective, stop
         why = diverged[0].split(":")[0] or "the loss became NaN"
         raise NasError(f"every candidate trained in this run diverged ({why}); lower 'lr' under 'train:' in "
                        f"{cfg.space.source} and rerun the same command")
+    _drain(study, stop, objective.poll)
+    return covered()
+
+
+def _drain(study: optuna.Study, stop: Stop, poll: float) -> None:
+    """Wait until no other worker is training (their results may change what is worth confirming),
+    failing dead workers' trials as it waits; only with heartbeats, which tell the dead from the slow."""
+    while not stop.requested and studies.heartbeat_enabled(study) and counts(study)["training"]:
+        time.sleep(poll)
+        studies.fail_stale(study)
 
 
 def _outcome(study: optuna.Study, cfg: SearchConfig) -> Outcome:
     c = counts(study)
-    return Outcome(study, trained=c["trained"], rejected=c["rejected"], pruned=c["pruned"],
-                   duplicates=c["duplicate"], failed=c["failed"], reached=c["reached"],
+    return Outcome(study, trained=c["trained"], rejected=c["rejected"], dominated=c["dominated"],
+                   stopped=c["stopped"], diverged=c["nan"], duplicates=c["duplicate"], failed=c["failed"],
+                   reached=c["reached"],
                    check_ms=[t.user_attrs["check_ms"] for t in study.get_trials(deepcopy=False)
                              if "check_ms" in t.user_attrs],
                    front=trials.front(study, cfg.space.task.cost))
 
 
-def _to_start(study: optuna.Study, wanted: int) -> bool:
+def _to_start(study: optuna.Study, wanted: int | None) -> bool:
     """Whether to start another trial: one is queued, or the trained ones (counting those other
-    workers train now, when dead workers are detected) are fewer than ``wanted``."""
+    workers train now, when dead workers are detected) are fewer than ``wanted`` (None: no limit)."""
+    if wanted is None or _queued(study):
+        return True
     c = counts(study)
     training = c["training"] if studies.heartbeat_enabled(study) else 0
-    return _queued(study) or c["trained"] + training < wanted
+    return c["trained"] + training < wanted
 
 
 def _queued(study: optuna.Study) -> bool:
@@ -485,12 +516,18 @@ def save_spec(study_name: str, trial: optuna.trial.FrozenTrial, results: Path | 
 def describe(outcome: Outcome, cfg: SearchConfig) -> list[str]:
     """The end-of-search lines: counts, the validation front, then what confirmation found."""
     ms, task = outcome.check_ms, cfg.space.task
-    lines = [f"study {cfg.name}: {outcome.trained} trained ({outcome.pruned} pruned), "
+    lines = [f"study {cfg.name}: {outcome.trained} trained ({outcome.stopped} stopped early"
+             + (f", {outcome.diverged} diverged" if outcome.diverged else "") + "), "
              f"{outcome.rejected} rejected before training"
              + (f" (check median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms)" if ms else "")
-             + f", {outcome.duplicates} duplicates"
+             + (f", {outcome.dominated} no cheaper than a net at the target" if outcome.dominated else "")
+             + (f", {outcome.duplicates} duplicates" if outcome.duplicates else "")
              + (f", {outcome.failed} stopped or lost (queued again)" if outcome.failed else "")
              + f"; {outcome.seconds:.0f} s this run"]
+    if outcome.covered:
+        cap = trials.cost_cap(outcome.study, task.cost)
+        lines.append("every distinct feasible net of the space" + (f" cheaper than {cap:,} {task.cost}" if cap else "")
+                     + " has been tried")
     if not outcome.front:
         return lines + ["no trained candidate on the front yet"]
     lines.append(f"front (validation accuracy against {task.cost}; target {task.target:.2%}):")

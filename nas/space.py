@@ -80,7 +80,8 @@ from .spec import Spec, primitives
 from .yamlfile import read_yaml
 
 TOP_FIELDS = ("name", "description", "task", "train", "input", "choices", "blocks", "points")
-TASK_FIELDS = ("dataset", "target", "max_epochs", "constraints", "validation", "cost", "seeds", "confirm_epochs")
+TASK_FIELDS = ("dataset", "target", "max_epochs", "constraints", "validation", "cost", "seeds", "confirm_epochs",
+               "search_minutes")
 COSTS = ("params", "macs", "latency")
 
 
@@ -97,9 +98,10 @@ class Task:
     fraction below 1); the test set is read only to confirm. ``cost`` is what "smaller" means:
     ``params``, ``macs`` or ``latency`` (seconds per image on the training device). ``seeds`` is
     how many seeds confirm a design: it meets the target only when every seed's final test
-    accuracy does, after ``confirm_epochs`` epochs (default: the search's own schedule, the space's
-    ``train.epochs``; at most ``max_epochs``). A search may train its candidates on a shorter
-    schedule than the one that confirms them.
+    accuracy does, after ``confirm_epochs`` epochs (default: the space's ``train.epochs``, else
+    ``max_epochs``). Search trials train the same schedule (:mod:`nas.schedule`), so the search
+    decides on what confirmation will test. ``search_minutes`` is the search's default wall-clock
+    budget (``--timeout`` overrides it); confirmation follows it.
     """
 
     dataset: str
@@ -110,11 +112,13 @@ class Task:
     cost: str = "params"
     seeds: int = 3
     confirm_epochs: int | None = None
+    search_minutes: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "target": self.target, "max_epochs": self.max_epochs,
                 "constraints": self.constraints.to_dict(), "validation": self.validation,
-                "cost": self.cost, "seeds": self.seeds, "confirm_epochs": self.confirm_epochs}
+                "cost": self.cost, "seeds": self.seeds, "confirm_epochs": self.confirm_epochs,
+                "search_minutes": self.search_minutes}
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,9 @@ class Space:
         train = data.get("train") or {}
         if not isinstance(train, dict):
             raise fail("'train' must be a mapping of trainer settings")
+        if task.confirm_epochs is not None and train.get("epochs", task.confirm_epochs) != task.confirm_epochs:
+            raise fail(f"train.epochs ({train['epochs']}) differs from task.confirm_epochs ({task.confirm_epochs}): "
+                       "the search decides on the schedule that confirms; keep one of them")
         if not isinstance(data["blocks"], dict):
             raise fail("'blocks' must map block names to lists of layers")
         points = data.get("points") or {}
@@ -468,7 +475,12 @@ def _parse_task(task: Any, fail) -> Task:
                                        or not 1 <= confirm_epochs <= epochs):
         raise fail(f"task.confirm_epochs must be a whole number of epochs from 1 to task.max_epochs ({epochs}); "
                    f"got {confirm_epochs!r}")
-    return Task(task["dataset"], float(target), epochs, constraints, validation, cost, seeds, confirm_epochs)
+    minutes = task.get("search_minutes")
+    if minutes is not None and (not isinstance(minutes, (int, float)) or isinstance(minutes, bool)
+                                or not 0 < minutes < 10 ** 6):
+        raise fail(f"task.search_minutes must be a positive number of minutes, e.g. 45; got {minutes!r}")
+    return Task(task["dataset"], float(target), epochs, constraints, validation, cost, seeds, confirm_epochs,
+                None if minutes is None else float(minutes))
 
 
 # -- templates ---------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ the test set is never read while searching. User attributes:
 ``status``             one of :data:`SEARCH_STATUSES`
 ``trained``            True when the candidate was trained (even partly)
 ``accuracies``         validation accuracy after each epoch
+``curve``              ``[fraction of the schedule's images seen, validation accuracy]`` at each rung and epoch end
+``stopped_at``         where a ``stopped`` trial was stopped (``"30,506 images"``, ``"epoch 3"``)
+``predicted``          a ``stopped`` trial's forecast final validation accuracy (its objective value)
 ``target_epoch``       first epoch whose validation accuracy reached the target, or None
 ``reached_target``     the validation accuracy reached the target (a hint, not a result: see below)
 ``seconds``            training wall time
@@ -24,8 +27,11 @@ the test set is never read while searching. User attributes:
 =====================  =========================================================================
 
 A search trial's values are ``(validation accuracy, cost)``, the cost being what the task names
-(``params``, ``macs`` or ``latency``); its **front** is the set of trained trials that no other
-beats on both.
+(``params``, ``macs`` or ``latency``). A trial stopped early because even an optimistic forecast of
+its end misses the target (status ``stopped``, :mod:`nas.forecast`) is complete too, with its
+*forecast* final accuracy as its value, so the sampler learns from it; the **front** is the set of
+trials trained to the end of the schedule (or to the target) that no other beats on both.
+A ``dominated`` trial was not trained: it costs no less than a net that already reached the target.
 
 **Confirmation runs** (the companion study ``S.confirm`` in the same storage) retrain one design
 with one seed on every training image, with the task's fixed schedule, and test it once after the
@@ -51,12 +57,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 TRAINED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-SEARCH_STATUSES = ("rejected", "duplicate", "target_met", "complete", "pruned", "nan", "interrupted")
-CONFIRM_STATUSES = ("confirmed", "nan", "interrupted", "duplicate")
+SEARCH_STATUSES = ("rejected", "dominated", "duplicate", "target_met", "complete", "stopped", "pruned", "nan",
+                   "interrupted")  # "pruned": studies made before forecasts (halving or the old target pruner)
+EARLY_STOPS = ("stopped", "pruned")
+FINISHED = ("target_met", "complete")  # trained to the end of the schedule, or to the target
+CONFIRM_STATUSES = ("confirmed", "nan", "interrupted", "duplicate", "skipped")
 CONFIRM_SUFFIX = ".confirm"
 # What a re-queued run keeps of the one it repeats (a dead worker's, or one stopped by Ctrl-C).
 RUN_KEYS = ("kind", "fingerprint", "seed", "epochs", "spec", "source", "params", "rf", "macs", "latency", "features",
-            "failures")
+            "failures", "every_seed")
 
 
 def carried(user_attrs: dict) -> dict:
@@ -80,13 +89,38 @@ def trained(t: FrozenTrial) -> bool:
             and t.user_attrs.get("status") != "duplicate")
 
 
-def halving_stop(attrs: dict) -> tuple[int, float] | None:
-    """(images seen, validation accuracy) where successive halving stopped a trial, or None."""
+def rung_stop(attrs: dict) -> tuple[int, float] | None:
+    """(images seen, validation accuracy) where a trial was stopped between epochs, at a rung, or None."""
     rungs = attrs.get("rungs") or {}
-    if not (str(attrs.get("pruned_at", "")).endswith("images") and rungs):
+    where = str(attrs.get("stopped_at", attrs.get("pruned_at", "")))
+    if not (where.endswith("images") and rungs):
         return None
     images = max(rungs, key=int)
     return int(images), rungs[images]
+
+
+def finished(t: FrozenTrial) -> bool:
+    """Trained to the end of its schedule, or until it reached the target."""
+    return trained(t) and t.user_attrs.get("status") in FINISHED
+
+
+def reached(t: FrozenTrial) -> bool:
+    """A feasible trial whose validation accuracy reached the target (its hint for confirmation)."""
+    return finished(t) and bool(t.user_attrs.get("reached_target")) and not t.user_attrs.get("failures")
+
+
+def cost_cap(study: optuna.Study, cost: str = "params") -> float | None:
+    """The cost of the cheapest net that reached the target on validation: no dearer net is worth
+    training any more (None until one has)."""
+    costs = [t.user_attrs[cost] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+             if reached(t) and t.user_attrs.get(cost) is not None]
+    return min(costs, default=None)
+
+
+def full_curves(study: optuna.Study) -> list[list[tuple[float, float]]]:
+    """The curves of trials that trained their whole schedule: what :mod:`nas.forecast` is calibrated on."""
+    return [[tuple(p) for p in t.user_attrs["curve"]] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if trained(t) and t.user_attrs.get("status") == "complete" and t.user_attrs.get("curve")]
 
 
 def val_accuracy(t: FrozenTrial) -> float | None:
@@ -98,28 +132,31 @@ def val_accuracy(t: FrozenTrial) -> float | None:
 def counts(study: optuna.Study) -> dict[str, int]:
     """Trials by outcome. ``failed`` are trials whose worker died or was stopped (their params are
     queued again, so they are not counted as trained); ``training`` are trained candidates that a
-    worker is training right now; ``reached`` those whose validation accuracy reached the target."""
-    out = {"trained": 0, "rejected": 0, "pruned": 0, "duplicate": 0, "failed": 0, "reached": 0, "training": 0}
+    worker is training right now; ``stopped`` those stopped early (forecast short of the target),
+    ``nan`` those that diverged, ``reached`` those whose validation accuracy reached the target."""
+    out = {"trained": 0, "rejected": 0, "dominated": 0, "stopped": 0, "nan": 0, "duplicate": 0, "failed": 0,
+           "reached": 0, "training": 0}
     for t in study.get_trials(deepcopy=False):
         status = t.user_attrs.get("status")
         if t.state == TrialState.FAIL:
             out["failed"] += 1
         elif t.state == TrialState.RUNNING:
             out["training"] += bool(t.user_attrs.get("trained"))
-        elif status in ("rejected", "duplicate"):
+        elif status in ("rejected", "dominated", "duplicate"):
             out[status] += 1
         elif trained(t):
             out["trained"] += 1
-            out["pruned"] += t.state == TrialState.PRUNED
-            out["reached"] += bool(t.user_attrs.get("reached_target"))
+            out["stopped"] += status in EARLY_STOPS
+            out["nan"] += status == "nan"
+            out["reached"] += reached(t)
     return out
 
 
 def front(study: optuna.Study, cost: str = "params") -> list[FrozenTrial]:
-    """Completed, feasible trials that no other beats on both validation accuracy and ``cost``,
-    cheapest first (each one more accurate than every cheaper one)."""
+    """Feasible trials trained to the end (or the target) that no other beats on both validation
+    accuracy and ``cost``, cheapest first (each one more accurate than every cheaper one)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if trained(t) and not t.user_attrs.get("failures") and val_accuracy(t) is not None
+            if finished(t) and not t.user_attrs.get("failures") and val_accuracy(t) is not None
             and t.user_attrs.get(cost) is not None]
     done.sort(key=lambda t: (t.user_attrs[cost], -val_accuracy(t), t.number))
     out: list[FrozenTrial] = []
@@ -130,13 +167,14 @@ def front(study: optuna.Study, cost: str = "params") -> list[FrozenTrial]:
 
 
 def to_confirm(study: optuna.Study, target: float, cost: str = "params", limit: int = 3) -> list[FrozenTrial]:
-    """The candidates that matter, at most ``limit``: front trials whose validation accuracy reached
-    ``target``, cheapest first; then, if fewer did, the most accurate of the rest of the front.
+    """The candidates that matter, at most ``limit``: front trials whose validation accuracy is within
+    the noise of ``target`` (the study's ``val_threshold``, :func:`nas.forecast.within_noise`),
+    cheapest first; then, if fewer are, the most accurate of the rest of the front.
 
-    The second group is there because a search compares candidates on a schedule that may be
-    shorter than the one that confirms them, so a net can fall short on validation in the search
-    and still meet the target once trained in full; confirmation, not the search, decides.
+    Confirmation is sequential and stops at a design's first seed below the target, so trying the
+    cheap near-misses first costs at most one run each; confirmation, not the search, decides.
     """
+    target = min(target, study.user_attrs.get("val_threshold", target))
     on_front = front(study, cost)
     reached = [t for t in on_front if val_accuracy(t) >= target]
     rest = sorted((t for t in on_front if val_accuracy(t) < target), key=lambda t: -val_accuracy(t))
@@ -179,6 +217,10 @@ class Confirmation:
         """The net meets every hard constraint of the task (a documented design need not)."""
         return not self.figures.get("failures")
 
+    def fails(self, target: float) -> bool:
+        """A seed finished below ``target``: the design cannot meet it, whatever its other seeds do."""
+        return any(acc < target for acc in self.accuracies.values())
+
     def passed(self, target: float) -> int:
         return sum(acc >= target for acc in self.accuracies.values())
 
@@ -192,7 +234,8 @@ class Confirmation:
         seeds = f"{self.passed(target)}/{len(self.accuracies)} seeds >= {target:.2%}"
         seeds += f" at epoch {self.epochs}" if self.epochs else ""
         if not self.done:
-            seeds += f" ({self.wanted - len(self.accuracies)} still to run)"
+            left = self.wanted - len(self.accuracies)
+            seeds += f" ({left} not run: one short seed decides)" if self.fails(target) else f" ({left} still to run)"
         name = name or self.source
         if not self.accuracies:
             return f"{name}: {shown}; no seed finished yet"

@@ -15,7 +15,7 @@ from nas.confirm import existing
 from nas import study as studies
 from nas.cli import main
 from nas.errors import NasError
-from nas.search import SearchConfig, run
+from nas.search import SearchConfig, open_study, run
 from nas.space import Space
 from toys import SPACE, FakeTrainer, tiny_data
 
@@ -26,10 +26,11 @@ PNGS = ("accuracy_vs_params", "learning_curves", "history")
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """A toy study made by the real search loop: trained, pruned, rejected, duplicate and a fixed design."""
+    """A toy study made by the real search loop: trained, stopped, rejected and a fixed design."""
     tmp = tmp_path_factory.mktemp("search")
     cfg = SearchConfig(Space.from_dict(SPACE), storage=f"sqlite:///{tmp}/s.db", results=tmp, trials=8,
                        enqueue=("small_one",))
+    open_study(cfg).enqueue_trial({"w": 16, "k": 5, "pool": "maxpool"})  # the sampler proposes feasible nets only
     run(cfg, data=tiny_data(), train_fn=FakeTrainer())
     return optuna.load_study(study_name="toy", storage=cfg.storage), cfg.storage, tmp
 
@@ -55,18 +56,19 @@ def test_frame_has_one_row_per_trial_read_from_its_attributes(searched):
             assert pd.isna(row.meets_target) and math.isnan(row.test_mean) and row.seeds == ""
         else:  # test figures come from the confirmation runs, never from the search trial
             assert row.meets_target == c.meets(0.95) and row.test_mean == c.mean and row.test_min == c.min
-            assert row.seeds == f"{c.passed(0.95)}/3"
-        if str(a.get("pruned_at", "")).endswith("images"):  # stopped at a rung, before an epoch ended
-            assert math.isnan(row.val_acc) and "stopped by halving after" in row.note
+            assert row.seeds == f"{c.passed(0.95)}/{len(c.accuracies)}" and (c.done or c.fails(0.95))
+        if str(a.get("stopped_at", "")).endswith("images"):  # stopped at a rung, before an epoch ended
+            assert "stopped after" in row.note and "forecast end" in row.note
+            assert row.val_acc == accs[-1] if accs else math.isnan(row.val_acc)
         elif a.get("trained"):
             assert (row.val_acc, row.seconds) == (accs[-1], a["seconds"])
             assert (pd.isna(row.target_epoch) and a["target_epoch"] is None) or row.target_epoch == a["target_epoch"]
         else:
             assert math.isnan(row.val_acc) and row.epochs == 0
     statuses = set(df.status)
-    assert {"rejected", "target_met", "pruned"} <= statuses
+    assert {"rejected", "target_met", "stopped"} <= statuses
     assert (df[df.status == "rejected"].note == "fails params < 300").all()
-    assert df[df.design == "small_one"].trial.tolist() == [0]
+    assert df[df.design == "small_one"].trial.tolist() == [1]  # after the infeasible point the fixture queued
 
 
 def test_frame_puts_the_answers_first_and_rejected_last(searched):

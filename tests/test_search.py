@@ -1,4 +1,4 @@
-"""The search loop on a fake trainer: rejection before training, pruning, resume, enqueue, records."""
+"""The search loop on a fake trainer: rejection before training, early stops, resume, enqueue, records."""
 
 import optuna
 import pytest
@@ -6,8 +6,8 @@ from optuna.trial import TrialState
 
 from nas.analysis import analyse
 from nas.errors import NasError
-from nas.sampler import Halving
-from nas.search import SearchConfig, TargetPruner, counts, enqueue, open_study, run
+from nas.forecast import Forecast, rungs
+from nas.search import SearchConfig, counts, enqueue, open_study, run
 from nas.space import Space
 from toys import SPACE, FakeTrainer, tiny_data
 
@@ -20,6 +20,9 @@ def config(tmp_path, **kw):
 def test_rejected_candidates_never_train_and_everything_is_recorded(tmp_path):
     fake = FakeTrainer()
     cfg = config(tmp_path, trials=5)
+    study = open_study(cfg)
+    for w in (16, 8):  # the sampler itself proposes feasible nets only: ask for infeasible ones
+        study.enqueue_trial({"w": w, "k": 5, "pool": "maxpool"})
     out = run(cfg, data=tiny_data(), train_fn=fake)
     study = optuna.load_study(study_name="toy", storage=cfg.storage)
     trials = study.get_trials()
@@ -34,42 +37,35 @@ def test_rejected_candidates_never_train_and_everything_is_recorded(tmp_path):
     for t in trained:
         a = t.user_attrs
         assert a["params"] == analyse(__import__("nas.spec", fromlist=["Spec"]).Spec.from_dict(a["spec"])).params
-        assert (a["accuracies"] or a["pruned_at"].endswith("images")) and a["status"] in ("target_met", "complete", "pruned")
+        assert (a["accuracies"] or a["stopped_at"].endswith("images")) and a["status"] in ("target_met", "complete", "stopped")
         assert (tmp_path / "toy" / a["weights"]).is_file()
-        if t.state == TrialState.COMPLETE:  # the two objectives: validation accuracy, params
-            assert t.values == [a["accuracies"][-1], a["params"]]
+        assert t.state == TrialState.COMPLETE  # the two objectives: validation accuracy (a forecast if stopped), params
+        assert t.values == [a["predicted"] if a["status"] == "stopped" else a["accuracies"][-1], a["params"]]
 
 
-def test_pruner_decisions():
-    pruner = TargetPruner(target=0.99, max_epochs=10, warmup=1, slack=0.003, decay=0.5)
-    study = optuna.create_study(directions=["maximize", "minimize"])
-
-    def done(values, reached=False):
-        return optuna.trial.create_trial(values=[values[-1], 100],
-                                         user_attrs={"reached_target": reached, "accuracies": values})
-
-    refs = lambda: pruner.references(study)  # noqa: E731
-    # out of reach: 50% error after 8 of 10 epochs cannot shrink to 1% even halving each epoch
-    assert pruner.hopeless([0.3, 0.4, 0.45, 0.5, 0.5, 0.5, 0.5, 0.5], refs())
-    # early, no reference yet: keep
-    assert not pruner.hopeless([0.5], refs())
-    study.add_trial(done([0.97, 0.985, 0.991], reached=True))
-    study.add_trial(done([0.5, 0.6, 0.7]))  # did not reach the target: no reference
-    assert refs() == [[0.97, 0.985, 0.991]]
-    assert pruner.hopeless([0.96, 0.975], refs())  # behind the reference
-    assert not pruner.hopeless([0.96, 0.984], refs())  # within the slack
-    assert not pruner.hopeless([0.96, 0.975, 0.98, 0.985], refs())  # no reference at epoch 4
-    assert not pruner.hopeless([0.1] * 10, refs())  # the last epoch ends the schedule anyway
-
-
-def test_hopeless_curves_are_pruned_in_a_search(tmp_path):
-    fake = FakeTrainer()
+def test_stopped_candidates_are_complete_with_their_forecast_as_value(tmp_path):
+    """Every trained candidate informs the sampler: a stopped one is a COMPLETE trial (TPE ignores
+    PRUNED ones in a two-objective study) whose value is its forecast end, below the target."""
     cfg = config(tmp_path, trials=12)
-    run(cfg, data=tiny_data(), train_fn=fake)
+    run(cfg, data=tiny_data(), train_fn=FakeTrainer())
     study = optuna.load_study(study_name="toy", storage=cfg.storage)
-    pruned = [t for t in study.get_trials() if t.state == TrialState.PRUNED and t.user_attrs.get("trained")]
-    assert pruned and all(t.user_attrs["spec"]["blocks"]["f"][0]["conv"]["out"] in (2, 4) for t in pruned)
-    assert all(len(t.user_attrs["accuracies"]) < 4 for t in pruned if t.user_attrs["status"] == "pruned")
+    stopped = [t for t in study.get_trials() if t.user_attrs.get("status") == "stopped"]
+    assert stopped and all(t.state == TrialState.COMPLETE for t in stopped)
+    for t in stopped:  # w=2 and w=4 nets: their curves end below the 0.95 target
+        assert t.user_attrs["spec"]["blocks"]["f"][0]["conv"]["out"] in (2, 4)
+        assert t.values[0] == t.user_attrs["predicted"] < 0.95 and t.values[1] == t.user_attrs["params"]
+        fraction, acc = t.user_attrs["curve"][-1]
+        assert t.values[0] == pytest.approx(Forecast(0.95).expected(fraction, acc), abs=1e-6)
+    assert all(t.user_attrs["status"] != "stopped" for t in trials_front(study))
+    # and TPE's own split of the trials reads them as complete, with those values
+    from optuna.samplers._tpe.sampler import _split_trials
+    below, above = _split_trials(study, study.get_trials(states=(TrialState.COMPLETE,)), 3)
+    assert {t.number for t in stopped} <= {t.number for t in below + above}
+
+
+def trials_front(study):
+    from nas.trials import front
+    return front(study)
 
 
 def test_ctrl_c_stops_after_the_epoch_and_the_same_command_resumes(tmp_path):
@@ -155,25 +151,91 @@ def test_the_default_storage_works_in_a_fresh_folder(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "studies.db").is_file() and (tmp_path / "runs" / "toy" / "weights").is_dir()
 
 
-def test_successive_halving_stops_a_net_that_cheaper_nets_beat_at_a_rung(tmp_path):
-    """Rungs come from the schedule and the training images; a candidate that three cheaper ones
-    beat at the first rung stops there, while --halving 0 trains it through."""
-    space = dict(SPACE, choices={"w": [8], "k": [3], "pool": ["maxpool"]}, points={})  # one candidate: 8 channels
+def test_a_net_whose_forecast_misses_the_target_stops_at_the_first_rung(tmp_path):
+    """Rungs come from the schedule and the training images; a net at chance a ninth of the way in
+    stops there, while --halving 0 checks only at epoch ends."""
+    space = dict(SPACE, choices={"w": [2], "k": [3], "pool": ["maxpool"]}, points={},  # one candidate: 2 channels
+                 task={**SPACE["task"], "target": 0.99})  # 20 validation images: the noise allows down to 94.5%
     data = tiny_data(train=400)  # 380 after the validation split: 2 batches of 128 an epoch
-    first = str(Halving(3).rungs(epochs=4, images_per_epoch=256)[0])
+    first = str(rungs(epochs=4, images_per_epoch=256, eta=3)[0])
     cfg = SearchConfig(Space.from_dict(space), storage=f"sqlite:///{tmp_path}/s.db", results=tmp_path, trials=1, confirm=0)
-    study = open_study(cfg)
-    for params, acc in ((20, 0.9), (30, 0.95), (40, 0.85)):  # cheaper nets, scored at the first rung
-        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
-            "params": params, "rungs": {first: acc}}))  # not counted as trained here: trials=1 is ours
     fake = FakeTrainer()
     run(cfg, data=data, train_fn=fake)
-    mine = study.get_trials()[-1]
-    assert mine.user_attrs["rungs"] == {first: 0.79} and mine.user_attrs["pruned_at"] == f"{first} images"
-    assert mine.user_attrs["accuracies"] == [] and mine.state == TrialState.PRUNED
+    mine = optuna.load_study(study_name="toy", storage=cfg.storage).get_trials()[-1]
+    assert mine.user_attrs["rungs"] == {first: 0.29} and mine.user_attrs["stopped_at"] == f"{first} images"
+    assert mine.user_attrs["accuracies"] == [] and mine.user_attrs["status"] == "stopped"
 
     cfg = SearchConfig(Space.from_dict(space), storage=f"sqlite:///{tmp_path}/t.db", results=tmp_path, trials=1,
                        confirm=0, halving=0, study_name="flat")
     run(cfg, data=data, train_fn=fake)
     flat = optuna.load_study(study_name="flat", storage=cfg.storage).get_trials()[-1]
-    assert "rungs" not in flat.user_attrs and len(flat.user_attrs["accuracies"]) >= 3
+    assert "rungs" not in flat.user_attrs and flat.user_attrs["stopped_at"] == "epoch 1"
+
+
+def test_a_slow_learner_forecast_to_reach_the_target_is_not_stopped(tmp_path):
+    """The old rule stopped a curve that was behind every curve that reached the target; a small net
+    learning more slowly than a big one is judged on its own forecast end instead."""
+    space = dict(SPACE, choices={"w": [8, 4], "k": [3], "pool": ["maxpool"]}, points={})
+    curves = {8: [0.9, 0.96, 0.97, 0.98], 4: [0.84, 0.92, 0.945, 0.96]}  # w=4 trails w=8 at every epoch
+
+    class Curves(FakeTrainer):
+        def __call__(self, model, data, config, on_epoch=None, rungs=(), on_rung=None):
+            width = next(model.parameters()).shape[0]
+            self.calls.append(width)
+            accs = []
+            for epoch, acc in enumerate(curves[width], start=1):
+                accs.append(acc)
+                if on_epoch(epoch, acc):
+                    return type("R", (), dict(accuracies=accs, target_epoch=None, status="stopped", seconds=0.1))()
+            met = next((i + 1 for i, a in enumerate(accs) if a >= config.target), None)
+            return type("R", (), dict(accuracies=accs, target_epoch=met, status="complete", seconds=0.1))()
+
+    cfg = SearchConfig(Space.from_dict(space), storage=f"sqlite:///{tmp_path}/s.db", results=tmp_path, trials=2,
+                       confirm=0, halving=0)
+    fake = Curves()
+    study = open_study(cfg)
+    study.enqueue_trial({"w": 8, "k": 3, "pool": "maxpool"})  # the big net first, so it is the reference
+    study.enqueue_trial({"w": 4, "k": 3, "pool": "maxpool"})
+    run(cfg, data=tiny_data(), train_fn=fake)
+    small = next(t for t in optuna.load_study(study_name="toy", storage=cfg.storage).get_trials()
+                 if t.params.get("w") == 4)
+    assert fake.calls == [8, 4]
+    assert small.user_attrs["status"] == "target_met" and small.user_attrs["accuracies"] == curves[4]
+
+
+def test_no_net_is_proposed_twice_and_the_search_ends_when_the_space_is_covered(tmp_path, capsys):
+    """More --trials than the space has nets: every trial is a new net, and the search ends by
+    itself once every net under the cost cap has been tried (it used to repeat duplicates forever)."""
+    from nas.cli import _print_trial
+
+    cfg = config(tmp_path, trials=50)
+    out = run(cfg, data=tiny_data(), train_fn=FakeTrainer(), on_trial=_print_trial)
+    study = optuna.load_study(study_name="toy", storage=cfg.storage)
+    fps = [t.user_attrs["fingerprint"] for t in study.get_trials() if t.user_attrs.get("trained")]
+    assert out.covered and out.duplicates == 0 and len(fps) == len(set(fps)) == out.trained < 14
+    assert "duplicate" not in capsys.readouterr().out
+
+
+def test_once_a_net_reaches_the_target_only_cheaper_nets_are_trained(tmp_path):
+    cfg = config(tmp_path, trials=50)
+    run(cfg, data=tiny_data(), train_fn=FakeTrainer())  # w >= 8 nets reach the 0.95 target
+    study = optuna.load_study(study_name="toy", storage=cfg.storage)
+    done = [t for t in study.get_trials() if t.user_attrs.get("trained")]
+    cap, after = None, 0
+    for t in done:  # the cap is the cheapest net at the target so far; each later net is cheaper than it
+        if cap is not None:
+            assert t.user_attrs["params"] < cap
+            after += 1
+        if t.user_attrs["reached_target"]:
+            cap = min(cap or t.user_attrs["params"], t.user_attrs["params"])
+    assert after and cap == trials_cap(study)
+    # and every net cheaper than the final cap was tried
+    from nas.sampler import Catalogue
+    cheaper = {e.key for e in Catalogue(cfg.space, "params").distinct() if e.cost < cap}
+    assert cheaper <= {t.user_attrs["fingerprint"] for t in done}
+
+
+def trials_cap(study):
+    from nas.trials import cost_cap
+    return cost_cap(study)
+

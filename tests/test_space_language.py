@@ -98,7 +98,7 @@ def test_new_spaces_load_fast_and_have_feasible_points(name, points):
 def test_mnist_tiny_uses_list_choices_and_the_card():
     space = Space.load("mnist_tiny")
     t = space.task
-    assert (t.dataset, t.target, t.max_epochs, space.train["epochs"]) == ("mnist", 0.994, 15, 10)
+    assert (t.dataset, t.target, t.max_epochs, t.confirm_epochs) == ("mnist", 0.994, 15, 15)
     assert t.constraints.max_params == 8000 and t.constraints.require == ("gap",) and t.constraints.fc == "none"
     assert all(isinstance(v, list) for v in space.choices["widths"] + space.choices["pools"])
     assert "dropout" in space.choices

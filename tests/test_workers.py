@@ -161,6 +161,15 @@ def image_data(tmp_path_factory):
     return root, cache
 
 
+def assert_study_total(done: list, wanted: int, outputs: list[str], upto: int | None = 1) -> None:
+    """--trials N is a study-wide total: N trained (up to N + ``upto`` when several workers started the
+    last ones at once), or fewer only when the search covered every net under the cost cap and said so
+    (these nets all reach the target, so the cap falls fast)."""
+    covered = any("has been tried" in out for out in outputs)
+    assert len(done) >= wanted or covered, f"{len(done)} trained, and no word of the space being covered"
+    assert upto is None or len(done) <= wanted + upto, f"--trials {wanted} is a study-wide total ({len(done)} trained)"
+
+
 def write_space(folder: Path, data: Path, batch: int = 16) -> Path:
     path = folder / "duo.yaml"
     path.write_text(SPACE.format(data=data, batch=batch))
@@ -246,7 +255,7 @@ def test_two_workers_share_one_study_without_duplicates_or_losses(pg, image_data
     assert all(t.state.is_finished() for t in ts), "a trial was left RUNNING or WAITING"
     assert not [t for t in ts if t.state == TrialState.FAIL]
     done = trained(ts)
-    assert 6 <= len(done) <= 7, f"--trials 6 is a study-wide total ({len(done)} trained)"  # 7: both started the last
+    assert_study_total(done, 6, [out for _, out, _ in results])
     fingerprints = [t.user_attrs["fingerprint"] for t in done]
     assert len(set(fingerprints)) == len(fingerprints), "two workers trained the same net"
     for t in ts:
@@ -364,7 +373,7 @@ def test_journal_file_shares_a_study_on_one_machine_and_sigterm_stops_cleanly(im
     mine = [t for t in ts if t.user_attrs.get("worker", "").endswith(f":{first.pid}") and t.user_attrs.get("trained")]
     assert mine and all(t.state != TrialState.RUNNING for t in mine)
     done = trained(ts)
-    assert 5 <= len(done) <= 6
+    assert_study_total(done, 5, [out])
     fingerprints = [t.user_attrs["fingerprint"] for t in done]
     assert len(set(fingerprints)) == len(fingerprints)
 
@@ -498,7 +507,7 @@ def test_jobs_runs_workers_that_share_the_study_and_one_summary(image_data, tmp_
     ts = trials(url)
     assert all(t.state.is_finished() for t in ts) and not [t for t in ts if t.state == TrialState.FAIL]
     done = trained(ts)
-    assert 6 <= len(done) <= 7
+    assert_study_total(done, 6, [out])
     pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in done}
     assert len(pids) == 2 and str(coordinator.pid) not in pids, "two worker processes, not the coordinator, train"
     from nas.jobs import cores
@@ -525,7 +534,7 @@ def test_ctrl_c_on_jobs_stops_every_worker_and_the_same_command_resumes(image_da
     assert not [t for t in trials(url) if t.state == TrialState.RUNNING], "a worker was left running"
     rc, out, err = finish(worker(args, tmp_path, cache), timeout=240)
     assert rc == 0, (out, err)
-    assert len(trained(trials(url))) >= 5
+    assert_study_total(trained(trials(url)), 5, [out], upto=None)
 
 
 def _trials_or_none(url: str) -> list[optuna.trial.FrozenTrial]:

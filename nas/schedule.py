@@ -1,0 +1,40 @@
+"""The one schedule a task's candidates train on: in the search, and again in confirmation.
+
+A search decides on the schedule that confirms: a candidate's validation accuracy after ``epochs``
+epochs of this schedule estimates what its confirmation runs will find after the same epochs, so a
+small net that learns slowly is judged at the end of the schedule, not part-way. What differs is
+only what each run reads: a search trial trains on the training images less the validation split,
+is scored on that split after every epoch and may end at the target; a confirmation run trains on
+every training image with its own seed and is tested once, after its last epoch.
+
+Lower than both :mod:`nas.search` and :mod:`nas.confirm`, which each call :func:`train_config`.
+"""
+from __future__ import annotations
+
+from .errors import NasError
+from .train import TrainConfig, settings
+
+
+def epochs(space, options: dict | None = None) -> int:
+    """The schedule's length: ``options`` (a benchmark's reduced fidelity), else the task's
+    ``confirm_epochs``, else the space's ``train.epochs``, else the task's epoch budget."""
+    options = options or {}
+    return int(options.get("epochs") or space.task.confirm_epochs or space.train.get("epochs") or space.task.max_epochs)
+
+
+def train_config(cfg, confirm_seed: int | None = None) -> TrainConfig:
+    """The trainer's settings for a search trial, or for the confirmation run of ``confirm_seed``.
+
+    ``cfg`` is a :class:`nas.search.SearchConfig` (space, train_options, seed, finish, device).
+    """
+    space, task = cfg.space, cfg.space.task
+    options = {**space.train, **cfg.train_options, "epochs": epochs(space, cfg.train_options)}
+    if confirm_seed is None:
+        fixed = dict(target=task.target, seed=cfg.seed, stop_at_target=not cfg.finish)
+    else:
+        fixed = dict(target=None, seed=confirm_seed, stop_at_target=False, eval_each_epoch=False)
+    config = settings(options, source=f"{space.source}: train", device=cfg.device, **fixed)
+    if config.epochs > task.max_epochs:
+        raise NasError(f"{space.source}: the schedule must be at most task.max_epochs ({task.max_epochs}) epochs, "
+                       f"got {config.epochs}; shorten the schedule or raise the budget")
+    return config
