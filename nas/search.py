@@ -10,8 +10,8 @@ Trained candidates learn on the training images less a validation split held out
 stored in the study (every worker holds out the same one), on the very schedule that confirms
 (:mod:`nas.schedule`). They are scored on the validation split at rungs of training images seen and
 after every epoch, and stopped only when even an optimistic forecast of their own end point misses
-the target (:mod:`nas.forecast`); a stopped candidate's forecast is its value, so the sampler learns
-from it. The test set is never read here: :mod:`nas.confirm` reads it, once per seed, for the
+the target (:mod:`nas.forecast`); a stopped candidate's forecast is its value, and its shortfall a
+constraint (``short``), so the sampler learns from it and proposes nets that may reach the target. The test set is never read here: :mod:`nas.confirm` reads it, once per seed, for the
 chosen designs.
 
 ``--trials N`` counts trained candidates across the whole study, so running the same command again
@@ -291,13 +291,18 @@ class Objective:
             self._requeue(trial)  # retrained on resume
             raise Interrupted()
         if watch.stopped is not None:
-            where, predicted = watch.stopped[0], round(watch.stopped[1], 6)
+            where, value = watch.stopped[0], round(watch.stopped[1], 6)
             trial.set_user_attr("status", "stopped")
             trial.set_user_attr("stopped_at", where)
-            trial.set_user_attr("predicted", predicted)
-            return predicted, cost
-        trial.set_user_attr("status", "target_met" if reached else "complete")
-        return (result.accuracies[-1] if result.accuracies else 0.0), cost
+            trial.set_user_attr("predicted", value)
+        else:
+            trial.set_user_attr("status", "target_met" if reached else "complete")
+            value = result.accuracies[-1] if result.accuracies else 0.0
+        # How far the (forecast) end falls short of what may still mean the target: > 0 makes TPE count
+        # the net with the infeasible ones, ranked by the shortfall, so it proposes nets that can reach
+        # the target, the cheapest first, rather than the cheapest nets, which the cost objective favours.
+        trial.set_constraint("short", max(0.0, self.forecast.target - value) if not reached else 0.0)
+        return value, cost
 
     @staticmethod
     def _requeue(trial: optuna.Trial) -> None:

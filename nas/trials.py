@@ -29,7 +29,10 @@ the test set is never read while searching. User attributes:
 A search trial's values are ``(validation accuracy, cost)``, the cost being what the task names
 (``params``, ``macs`` or ``latency``). A trial stopped early because even an optimistic forecast of
 its end misses the target (status ``stopped``, :mod:`nas.forecast`) is complete too, with its
-*forecast* final accuracy as its value, so the sampler learns from it; the **front** is the set of
+*forecast* final accuracy as its value, so the sampler learns from it. Each trained trial also
+carries the constraint ``short``: how far its (forecast) end falls below the validation threshold
+(the study's ``val_threshold``), so TPE ranks the nets that may reach the target above the rest,
+and among the rest prefers those that came closest. The **front** is the set of
 trials trained to the end of the schedule (or to the target) that no other beats on both.
 A ``dominated`` trial was not trained: it costs no less than a net that already reached the target.
 

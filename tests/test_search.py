@@ -57,10 +57,19 @@ def test_stopped_candidates_are_complete_with_their_forecast_as_value(tmp_path):
         fraction, acc = t.user_attrs["curve"][-1]
         assert t.values[0] == pytest.approx(Forecast(0.95).expected(fraction, acc), abs=1e-6)
     assert all(t.user_attrs["status"] != "stopped" for t in trials_front(study))
-    # and TPE's own split of the trials reads them as complete, with those values
+    # and their shortfall is a constraint: TPE counts them with the infeasible, ranked by how far they miss
+    threshold = study.user_attrs["val_threshold"]
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("status") == "stopped":
+            assert t.constraints["short"] == pytest.approx(threshold - t.values[0])
+        elif t.user_attrs.get("status") == "target_met":
+            assert t.constraints["short"] == 0
     from optuna.samplers._tpe.sampler import _split_trials
-    below, above = _split_trials(study, study.get_trials(states=(TrialState.COMPLETE,)), 3)
-    assert {t.number for t in stopped} <= {t.number for t in below + above}
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    within = {t.number for t in done if t.constraints.get("short") == 0}  # ended within noise of the target
+    below, above = _split_trials(study, done, len(within))
+    assert {t.number for t in below} <= within, "the good ones are nets that may reach the target"
+    assert {t.number for t in stopped} <= {t.number for t in above}
 
 
 def trials_front(study):
