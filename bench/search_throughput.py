@@ -1,5 +1,9 @@
 """Candidates per hour: `nas search` against its own earlier setting and Optuna out of the box.
 
+Superseded by ``bench/search_quality.py`` (issue 17): its ``before`` arm and the figures in
+``results/bench_search_throughput*.md`` are of the 4-epoch, successive-halving search of issue 12;
+now every arm trains the space's one schedule (``nas.schedule.epochs``), 15 epochs for mnist_squeeze.
+
 Issue 12 asks how many candidates a search trains in the time a designer will wait, and how soon
 one reaches the target. Each arm runs for ``--minutes`` of wall time on mnist_squeeze, one after the
 other on this machine, at a reduced fidelity that fits a 2-core CPU: every candidate trains on
@@ -52,6 +56,7 @@ from nas import trials as records  # noqa: E402
 from nas.analysis import analyse  # noqa: E402
 from nas.build import build  # noqa: E402
 from nas.data import load  # noqa: E402
+from nas.schedule import epochs as schedule_epochs  # noqa: E402
 from nas.space import Space  # noqa: E402
 from nas.train import settings, train  # noqa: E402
 
@@ -104,7 +109,7 @@ def optuna_arm(space_path: Path, args, data) -> dict:
     """Optuna's defaults, constraints as a penalty, the same trainer and data as nas."""
     space = Space.load(str(space_path))
     limit = space.task.constraints.max_params
-    config = settings(space.train, epochs=space.train.get("epochs", 4), target=args.target, device="auto")
+    config = settings(space.train, epochs=schedule_epochs(space), target=args.target, device="auto")
     trained: list[dict] = []
     started = time.time()
 
@@ -161,7 +166,7 @@ def confirm(arm: dict, space: Space, full, args) -> None:
     data = full.subset(train=args.train_limit, seed=0)
     accs = []
     for seed in range(args.seeds):
-        config = settings(space.train, epochs=space.train.get("epochs", 4), seed=seed, eval_each_epoch=False,
+        config = settings(space.train, epochs=schedule_epochs(space), seed=seed, eval_each_epoch=False,
                           device="auto")
         accs.append(train(build(_spec(arm["winner_spec"])), data, config).accuracies[-1])
     arm["confirmed"] = {"test": accs, "mean": statistics.mean(accs), "min": min(accs)}
