@@ -4,8 +4,8 @@ A search chooses on a validation split; the test set is read only here, once per
 last epoch of the task's fixed schedule. A design meets the target only when every seed does
 (:mod:`nas.trials`), so confirmation is sequential: designs are queued cheapest first, a design's
 remaining seeds are skipped (and a run of it in progress stops) at its first seed below the
-target, and every remaining run is skipped once a design meets the target with no cheaper design
-still undecided.
+target, and once a design meets the target the runs of every dearer design are skipped (cheaper
+ones still run: one of them may be the best).
 
 Each run (one design, one seed) is a trial of the companion study ``<study>.confirm`` in the same
 storage, queued before anyone trains it. Workers take queued runs one at a time (Optuna hands a
@@ -202,8 +202,12 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
         return 0
     model = build(Spec.from_dict(a["spec"]))
 
+    decided: list[str] = []  # why this run became needless while it trained
+
     def on_epoch(epoch: int, acc) -> bool:  # another worker's seed of this design may have failed meanwhile
-        return stop.requested or bool(_needless(runs, a, task.target, task.cost, seeds, config.epochs))
+        if not stop.requested:
+            decided[:] = [_needless(runs, a, task.target, task.cost, seeds, config.epochs)]
+        return stop.requested or bool(decided and decided[0])
 
     try:
         result = (train_fn or train)(model, data, config, on_epoch=on_epoch)
@@ -215,7 +219,7 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
         return 0
     if result.status == "stopped":  # decided without this run
         trial.set_user_attr("status", "skipped")
-        trial.set_user_attr("message", _needless(runs, a, task.target, task.cost, seeds, config.epochs))
+        trial.set_user_attr("message", decided[0])
         runs.tell(trial, state=TrialState.PRUNED)
         return 0
     accuracy = result.accuracies[-1] if result.status != "nan" and result.accuracies else 0.0
