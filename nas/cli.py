@@ -151,7 +151,8 @@ def check(design, **limits) -> None:
 @main.command("export")
 @click.argument("design", required=False)
 @click.option("--study", help="Study to export a trial from (needed when the storage holds several).")
-@click.option("--storage", help="Optuna storage URL [default: sqlite:///RESULTS/studies.db].")
+@click.option("--storage", envvar="NAS_STORAGE",
+              help="Optuna storage URL [default: sqlite:///RESULTS/studies.db; env NAS_STORAGE].")
 @_results_option
 @click.option("--trial", default="best", show_default=True, metavar="N|best",
               help="A search trial's number, or the study's best design: the cheapest confirmed to meet the target.")
@@ -229,8 +230,10 @@ def space_cmd(name, exact_limit, samples, search_budget, seed) -> None:
 
 def _search_options(f):
     f = click.option("--study", help="Study name [default: the space's name].")(f)
-    f = click.option("--storage", help="Optuna storage URL: sqlite:///..., postgresql://..., journal:PATH "
-                     "[default: sqlite:///RESULTS/studies.db]. Workers sharing one storage share the study.")(f)
+    f = click.option("--storage", envvar="NAS_STORAGE",
+                     help="Optuna storage URL: sqlite:///..., postgresql://..., journal:PATH "
+                     "[default: sqlite:///RESULTS/studies.db; env NAS_STORAGE, which keeps a password out of `ps`]. "
+                     "Workers sharing one storage share the study.")(f)
     f = _results_option(f)
     f = _data_options(f)
     f = click.option("--seed", default=0, show_default=True, help="Sampler, training and validation-split seed.")(f)
@@ -258,7 +261,7 @@ def _run_search(cfg, jobs: int = 1, worker_args: list[str] | None = None) -> Non
     cfg.started = started  # the last pass after the workers starts nothing once --timeout has passed
     if jobs > 1:
         _, data = prepare(cfg)  # every check once, here, and the study made before any worker races to
-        codes = workers.run_workers(["search", *worker_args, "--worker"], jobs)
+        codes = workers.run_workers(["search", *worker_args, "--worker"], jobs, env={"NAS_STORAGE": cfg.storage})
         if any(code != 0 for code in codes):
             _workers_failed(codes, cfg.name)
         cfg.quiet = True
@@ -290,14 +293,17 @@ def _print_trial(t) -> None:
     status = a.get("status", t.state.name.lower())
     if status in ("rejected", "dominated", "duplicate"):  # counted in the summary: no training, no line
         return
-    from .trials import rung_stop
+    from . import trials
 
-    accs, stop = [x for x in a.get("accuracies") or [] if x is not None], rung_stop(a)
+    accs, stop = [x for x in a.get("accuracies") or [] if x is not None], trials.rung_stop(a)
     acc = f"val {accs[-1]:.4f} after {len(accs)} epochs" if accs else ""
     if stop:
         acc = f"val {stop[1]:.4f} after {stop[0]:,} images"
     if status == "stopped":
         acc += f" (forecast {a.get('predicted', 0):.4f})"
+    first = trials.retried(a)
+    if first is not None:
+        acc += f"  lr {a['lr']:g} (trained again: {first['outcome']} at lr {first['lr']:g})"
     click.echo(f"trial {t.number:>3} {status:<11} {a.get('params', 0):>7,} params  RF {a.get('rf', 0):>3}  {acc}"
                f"{'  ' + format(a['seconds'], '.0f') + ' s' if 'seconds' in a else ''}")
 
@@ -353,8 +359,8 @@ def search(ctx, space_name, trials, timeout, enqueue, study, storage, results, d
         from .jobs import default_jobs
         from .train import pick_device
         jobs = default_jobs(pick_device(device).type)
-    params = {**ctx.params, "storage": cfg.storage}  # every worker on the one storage
-    _run_search(cfg, jobs, argv(ctx.command, params, drop=("jobs", "worker")) if jobs > 1 else None)
+    # every worker on the one storage, given in its environment: a password in argv is visible in `ps`
+    _run_search(cfg, jobs, argv(ctx.command, ctx.params, drop=("jobs", "worker", "storage")) if jobs > 1 else None)
 
 
 def _storage(storage, results):
@@ -372,7 +378,8 @@ def _results(results) -> dict:
 
 @main.command("confirm")
 @click.option("--study", help="Study name (needed when the storage holds several).")
-@click.option("--storage", help="Optuna storage URL [default: sqlite:///RESULTS/studies.db].")
+@click.option("--storage", envvar="NAS_STORAGE",
+              help="Optuna storage URL [default: sqlite:///RESULTS/studies.db; env NAS_STORAGE].")
 @_results_option
 @_data_options
 @_confirm_options
@@ -420,7 +427,8 @@ def _space_of(study):
 @click.argument("design")
 @click.option("--space", "space_name", help="Space whose task DESIGN is confirmed on [default: one that lists it].")
 @click.option("--study", help="Study name [default: the space's name].")
-@click.option("--storage", help="Optuna storage URL [default: sqlite:///RESULTS/studies.db].")
+@click.option("--storage", envvar="NAS_STORAGE",
+              help="Optuna storage URL [default: sqlite:///RESULTS/studies.db; env NAS_STORAGE].")
 @_results_option
 @_data_options
 @click.option("--seeds", type=click.IntRange(1, 20), help="Confirmation seeds [default: the task's, 3].")
@@ -528,11 +536,14 @@ def train_cmd(design, dataset, data_dir, epochs, target, stop_at_target, device,
         met = f"first met at epoch {result.target_epoch}" if result.target_epoch else "not met"
         click.echo(f"target {target}: {met}")
     click.echo(f"{result.status}: {result.message}; {result.seconds:.1f}s in all")
-    if save:
-        torch.save(model.state_dict(), save)
-        click.echo(f"weights saved to {save}")
-    if result.status == "nan":
+    if result.status == "nan":  # no weights kept: a diverged net's are not worth exporting
+        click.echo(f"weights not saved to {save}: the run diverged; try a lower --lr" if save else
+                   "the run diverged; try a lower --lr", err=True)
         sys.exit(1)
+    if save:
+        from .files import save_torch
+        save_torch(save, model.state_dict(), "the weights", "free some space or pass another --save path")
+        click.echo(f"weights saved to {save}")
 
 
 def _writable_file(path: str) -> None:
@@ -558,7 +569,8 @@ def _dataset_for(shape) -> str:
 
 @main.command("report")
 @click.option("--study", help="Study name (needed when the storage holds several).")
-@click.option("--storage", help="Optuna storage URL [default: sqlite:///RESULTS/studies.db].")
+@click.option("--storage", envvar="NAS_STORAGE",
+              help="Optuna storage URL [default: sqlite:///RESULTS/studies.db; env NAS_STORAGE].")
 @_results_option
 @click.option("--all", "show_all", is_flag=True, help="Also list rejected candidates (trials.csv always has every trial).")
 def report_cmd(study, storage, results, show_all) -> None:

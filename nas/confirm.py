@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from . import study as studies
 from . import trials
 from .build import build
-from .errors import NasError
+from .files import save_torch
 from .schedule import train_config
 from .spec import Spec
 from .space import fingerprint
@@ -95,11 +95,11 @@ def existing(study: optuna.Study) -> optuna.Study | None:
 
 
 def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int, epochs: int,
-          every_seed: bool = False) -> str:
+          every_seed: bool = False, lr: float | None = None) -> str:
     """Queue the runs of one design (on a schedule of ``epochs``) that are not queued, running, done or
     skipped yet; return its fingerprint. ``every_seed``: run all seeds whatever the first ones give
     (a documented design reproduced for its figures), where a searched design stops at its first
-    seed below the target."""
+    seed below the target. ``lr``: the peak learning rate its search trial settled on."""
     fp = fingerprint(Spec.from_dict(spec))
     have = {t.user_attrs.get("seed") for t in runs.get_trials(deepcopy=False)
             if _same_run(t.user_attrs, fp, t.user_attrs.get("seed"), epochs)
@@ -109,7 +109,8 @@ def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int
         if seed not in have:
             runs.enqueue_trial({}, user_attrs={"kind": "confirm", "fingerprint": fp, "seed": seed, "epochs": epochs,
                                                "spec": spec, "source": source, **figures,
-                                               **({"every_seed": True} if every_seed else {})})
+                                               **({"every_seed": True} if every_seed else {}),
+                                               **({"lr": lr} if lr is not None else {})})
     return fp
 
 
@@ -141,7 +142,8 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
         study.set_user_attr("confirm_epochs", epochs)  # reports and export count runs of this schedule only
     planned: dict[str, tuple[str, dict]] = {}  # fingerprint -> (source, figures), cheapest first
     for t in trials.to_confirm(study, task.target, task.cost, cfg.confirm):
-        planned[queue(runs, t.user_attrs["spec"], _source(t), _figures(t.user_attrs), seeds, epochs)] = \
+        planned[queue(runs, t.user_attrs["spec"], _source(t), _figures(t.user_attrs), seeds, epochs,
+                      lr=t.user_attrs.get("lr"))] = \
             (_source(t), _figures(t.user_attrs))
     for design in designs:
         a = analyse(registry.load_design(design))
@@ -188,7 +190,7 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
 
     a = trial.user_attrs
     trial.set_user_attr("worker", worker_name())
-    config = train_config(cfg, confirm_seed=a["seed"])
+    config = train_config(cfg, confirm_seed=a["seed"], lr=a.get("lr"))  # the recipe its search trial used
     if _taken(runs, trial, a["fingerprint"], a["seed"], config.epochs):
         trial.set_user_attr("status", "duplicate")
         runs.tell(trial, state=TrialState.PRUNED)
@@ -226,7 +228,8 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
     trial.set_user_attr("accuracy", accuracy)
     trial.set_user_attr("epochs", config.epochs)
     trial.set_user_attr("seconds", round(result.seconds, 2))
-    trial.set_user_attr("weights", _save(cfg, a["fingerprint"], a["seed"], config.epochs, model))
+    if result.status != "nan":  # a diverged net's weights are not kept
+        trial.set_user_attr("weights", _save(cfg, a["fingerprint"], a["seed"], config.epochs, model))
     trial.set_user_attr("status", "nan" if result.status == "nan" else "confirmed")
     if result.status == "nan":
         trial.set_user_attr("message", result.message)
@@ -276,11 +279,7 @@ def _requeue(runs: optuna.Study, trial: optuna.Trial, quietly: bool = False) -> 
 
 def _save(cfg, fp: str, seed: int, epochs: int, model: torch.nn.Module) -> str:
     folder = studies.study_dir(cfg.name, cfg.results) / "confirm"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{fp}_e{epochs}_seed{seed}.pt"  # a longer schedule's runs keep the shorter one's weights
-        torch.save(model.state_dict(), path)
-    except OSError as err:
-        raise NasError(f"cannot save confirmation weights in {folder}: {err.strerror}; pass a writable --results "
-                       "and rerun the same command (finished runs are kept)") from None
+    # a longer schedule's runs keep the shorter one's weights
+    path = save_torch(folder / f"{fp}_e{epochs}_seed{seed}.pt", model.state_dict(), "confirmation weights",
+                      "free some space or pass a writable --results, and rerun the same command (finished runs are kept)")
     return str(path.relative_to(folder.parent))

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .errors import NasError
+from .files import save_torch
 
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -280,14 +281,7 @@ def _save(data: TensorData, path: Path) -> None:
     payload = {"version": CACHE_VERSION, "name": data.name, "classes": list(data.classes),
                "mean": list(data.mean), "std": list(data.std),
                **{k: getattr(data, k).cpu() for k in ("x_train", "y_train", "x_test", "y_test")}}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
-    except OSError as err:
-        raise NasError(f"cannot write the dataset cache {path}: {err.strerror}; "
-                       "set NAS_CACHE_DIR to a writable folder") from None
+    save_torch(path, payload, "the dataset cache", "free some space or set NAS_CACHE_DIR to a writable folder")
 
 
 def _from_payload(p: dict) -> TensorData:

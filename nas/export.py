@@ -44,6 +44,7 @@ from .analysis import Analysis, analyse
 from .build import build
 from .constraints import Constraints
 from .errors import NasError
+from .files import non_finite, save_torch, write_atomic
 from .spec import Spec
 from .summary import format_checklist, format_table
 
@@ -237,14 +238,11 @@ def export(spec: Spec, out_dir: Path, state_dict: dict | None = None, constraint
         meta["weights"] = UNTRAINED
     source = render(spec, constraints, meta=meta)
     weights = _fitted(spec, source, state_dict)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "model.py").write_text(source, encoding="utf-8")
-        torch.save(weights, out_dir / "weights.pt")
-        spec.save(out_dir / "spec.yaml")
-    except OSError as err:
-        raise NasError(f"cannot write the export to {out_dir}: {err.strerror or err}; "
-                       "pass a writable directory with -o") from None
+    fix = "free some space or pass a writable directory with -o"
+    # weights first, model.py last: an export cut short never has a model.py without its weights
+    save_torch(out_dir / "weights.pt", weights, "the exported weights", fix)
+    write_atomic(out_dir / "spec.yaml", spec.to_yaml(), "the exported spec", fix)
+    write_atomic(out_dir / "model.py", source, "the exported model.py", fix)
     return out_dir
 
 
@@ -268,6 +266,11 @@ def _fitted(spec: Spec, source: str, state_dict: dict) -> dict[str, torch.Tensor
                         for k, s in expected.items() if given[k] != s), None))
     if problem:
         raise NasError(f"the weights do not fit {name} ({problem}); export the spec they were trained with")
+    bad = non_finite(state_dict)
+    if bad:
+        raise NasError(f"the weights for {name} hold NaN or infinite values ({', '.join(bad[:3])}"
+                       f"{', ...' if len(bad) > 3 else ''}): the run that made them diverged; export weights of a run "
+                       "that trained (nas train --lr lower, or a confirmed trial)")
     weights = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
     namespace: dict[str, Any] = {"__name__": "nas_export_check"}
     exec(compile(source, "model.py", "exec"), namespace)  # noqa: S102 - proves the file itself loads them

@@ -120,3 +120,15 @@ def _end(fraction: float, accuracy: float, k: float) -> float:
     if fraction >= 1:
         return accuracy
     return 1 - (1 - accuracy) * fraction ** k
+
+
+def at_chance(accuracy: float, classes: int) -> bool:
+    """Whether a net scores within a tenth of the way from guessing to perfect. At its first
+    checkpoint such a net is not slow but stuck (dead units, or a diverging learning rate), and more
+    of the same schedule will not move it.
+
+    >>> at_chance(0.1768, 10), at_chance(0.95, 10), at_chance(0.54, 2)
+    (True, False, True)
+    """
+    chance = 1.0 / classes
+    return accuracy < chance + 0.1 * (1.0 - chance)

@@ -67,10 +67,13 @@ def argv(command: click.Command, params: dict, drop: tuple[str, ...] = ()) -> li
     return out
 
 
-def run_workers(args: list[str], jobs: int) -> list[int]:
-    """Run ``nas ARGS`` in ``jobs`` processes, each with its share of the threads; their exit codes."""
-    env = {**{k: v for k, v in os.environ.items() if k != "NAS_JOBS"}, "OMP_NUM_THREADS": str(threads(jobs))}
-    procs = [subprocess.Popen([sys.executable, "-m", "nas", *args], env=env, start_new_session=True)
+def run_workers(args: list[str], jobs: int, env: dict[str, str] | None = None) -> list[int]:
+    """Run ``nas ARGS`` in ``jobs`` processes, each with its share of the threads; their exit codes.
+    ``env``: more environment for them (secrets go there, not in ``args``, which ``ps`` shows)."""
+    env = {**{k: v for k, v in os.environ.items() if k != "NAS_JOBS"}, "OMP_NUM_THREADS": str(threads(jobs)),
+           **(env or {})}
+    procs = [subprocess.Popen([sys.executable, "-m", "nas", *args], env=env, start_new_session=True,
+                              preexec_fn=_die_with(os.getpid()))
              for _ in range(jobs)]
 
     def forward(signum, frame):
@@ -87,3 +90,20 @@ def run_workers(args: list[str], jobs: int) -> list[int]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _die_with(parent: int):
+    """A worker's first act: be killed when the coordinator dies, however it dies (SIGKILL, or the
+    terminal closing). Its running trial is then retried, as a killed worker's always is
+    (:mod:`nas.study`), and nobody is left training without a coordinator to sum up or confirm."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the coordinator died before the line above took effect
+            os._exit(1)
+    return arm

@@ -10,6 +10,7 @@ calls :func:`write` here, so ``nas report`` writes the PNGs beside ``trials.csv`
 """
 from __future__ import annotations
 
+import io
 import math
 import statistics
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from .files import write_atomic
 from .report import task_line, trained_only  # report imports this module only inside its write()
 
 LEARNING_CURVES = 5  # trials drawn (the front first), besides the documented designs
@@ -26,11 +28,18 @@ STYLE = {
     "target_met": ("#2ca02c", "o", "validation reached the target"),
     "complete": ("#1f77b4", "s", "trained, validation below the target"),
     "stopped": ("#7f7f7f", "X", "stopped early (forecast short of the target)"),
+    "stuck": ("#8c564b", "v", "at chance at every learning rate tried"),
     "pruned": ("#bcbd22", "x", "pruned (an older nas's halving)"),
     "nan": ("#d62728", "D", "diverged (NaN loss)"),
     "interrupted": ("#ff7f0e", "P", "interrupted"),
 }
 OTHER_STYLE = ("#9467bd", "d", "other")
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return write_atomic(path, buf.getvalue(), f"the plot {Path(path).name}", "free some space or pass a writable --results")
 
 
 def _figure(strip: bool, rows: int = 1):
@@ -162,8 +171,7 @@ def accuracy_vs_params(study: optuna.Study, df: pd.DataFrame, path: Path) -> Pat
         _label_front(ax, trained[trained.on_front], lo)
     strip.set_xlabel("parameters (count; fewer is better)" + (", log scale" if log else ""))
     _legend(ax)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def _confirmed_bars(ax, confirmed: pd.DataFrame) -> None:
@@ -272,8 +280,7 @@ def learning_curves(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("validation accuracy (%)" + (", zoomed: early epochs run below" if below else ""))
     ax.grid(alpha=0.3)
     _legend(ax)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def history(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
@@ -306,8 +313,7 @@ def history(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
         strip.set_xticks([])
     strip.set_xlabel("trial number (order sampled)")
     _legend(ax)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def write(study: optuna.Study, df: pd.DataFrame, out_dir: Path) -> dict[str, Path]:

@@ -34,12 +34,13 @@ import pandas as pd
 
 from . import trials
 from .errors import NasError
+from .files import write_atomic
 
-COLUMNS = ["trial", "design", "status", "params", "rf", "macs", "epochs", "val_acc", "target_epoch", "seconds",
+COLUMNS = ["trial", "design", "status", "params", "rf", "macs", "lr", "epochs", "val_acc", "target_epoch", "seconds",
            "meets_constraints", "reached_target", "on_front", "seeds", "test_mean", "test_min", "test_max",
            "meets_target", "trained", "note", "choices"]
 TEXT_COLUMNS = {"design", "status", "note", "choices", "seeds"}  # left-aligned in printed tables
-STATUS_ORDER = ("target_met", "complete", "stopped", "pruned", "nan", "interrupted", "duplicate", "dominated",
+STATUS_ORDER = ("target_met", "complete", "stopped", "stuck", "pruned", "nan", "interrupted", "duplicate", "dominated",
                 "rejected")
 
 # -- the table ---------------------------------------------------------------------------------
@@ -54,7 +55,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     front = {t.number for t in trials.front(study, study.user_attrs.get("cost", "params"))}
     rows = [_row(t, found, front, study.user_attrs.get("target")) for t in study.get_trials(deepcopy=False)]
     df = pd.DataFrame(rows, columns=COLUMNS)
-    df = df.astype({"trial": "int64", "params": "Int64", "rf": "Int64", "macs": "Int64", "epochs": "int64",
+    df = df.astype({"trial": "int64", "params": "Int64", "rf": "Int64", "macs": "Int64", "lr": "float64",
+                    "epochs": "int64",
                     "val_acc": "float64", "target_epoch": "Int64", "seconds": "float64",
                     "meets_constraints": "boolean", "reached_target": "bool", "on_front": "bool",
                     "test_mean": "float64", "test_min": "float64", "test_max": "float64",
@@ -80,7 +82,8 @@ def _row(t: optuna.trial.FrozenTrial, found: dict, front: set, target: float | N
     return {
         "trial": t.number, "design": a.get("design", ""),
         "status": a.get("status") or t.state.name.lower(),
-        "params": a.get("params"), "rf": a.get("rf"), "macs": a.get("macs"), "epochs": len(accs),
+        "params": a.get("params"), "rf": a.get("rf"), "macs": a.get("macs"),
+        "lr": a.get("lr", math.nan), "epochs": len(accs),
         "val_acc": accs[-1] if accs else math.nan,
         "target_epoch": a.get("target_epoch"), "seconds": a.get("seconds", math.nan),
         "meets_constraints": None if failures is None else not failures,
@@ -104,6 +107,9 @@ def _note(t: optuna.trial.FrozenTrial) -> str:
         parts.append(f"same net as trial {a['duplicate_of']}")
     if a.get("message"):
         parts.append(str(a["message"]))
+    first = trials.retried(a)
+    if first is not None and a.get("status") != "stuck":
+        parts.append(f"{_try(first)}: trained again at lr {a['lr']:g}")
     if a.get("retry_of") is not None:
         parts.append(f"repeats trial {a['retry_of']}, whose worker died")
     stop = trials.rung_stop(a)
@@ -115,6 +121,11 @@ def _note(t: optuna.trial.FrozenTrial) -> str:
     return "; ".join(parts)
 
 
+def _try(first: dict) -> str:
+    began = "diverged" if first["outcome"] == "nan" else f"at chance ({first['first']:.2%} at its first check)"
+    return f"{began} at lr {first['lr']:g}"
+
+
 def without_rejected(df: pd.DataFrame) -> pd.DataFrame:
     return df[df.status != "rejected"]
 
@@ -124,6 +135,7 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "trial": df.trial.astype(str), "design": df.design, "status": df.status,
         "params": df.params.map(_count), "RF": df.rf.map(_count), "MACs": df.macs.map(_count),
+        "lr": df.lr.map(lambda v: "" if math.isnan(v) else f"{v:g}"),
         "epochs": df.epochs.map(lambda n: str(n) if n else ""),
         "val acc": df.val_acc.map(_percent), "val target at epoch": df.target_epoch.map(_count),
         "train s": df.seconds.map(_seconds), "constraints": df.meets_constraints.map(_mark),
@@ -237,8 +249,9 @@ def write(study: optuna.Study, out_dir: Path, include_rejected: bool = False,
     except OSError as err:
         raise NasError(f"cannot create report folder {out_dir}: {err.strerror}; pass a writable --results") from None
     paths = {"csv": out_dir / "trials.csv", "markdown": out_dir / "trials.md"}
-    df.to_csv(paths["csv"], index=False)
-    paths["markdown"].write_text(_markdown_report(study, df, include_rejected), encoding="utf-8")
+    fix = "free some space or pass a writable --results"
+    write_atomic(paths["csv"], df.to_csv(index=False), "the trials table", fix)
+    write_atomic(paths["markdown"], _markdown_report(study, df, include_rejected), "the report", fix)
     from . import plots  # here, not at the top: plots reads this module's table helpers
 
     return paths | plots.write(study, df, out_dir)

@@ -15,6 +15,16 @@ from .errors import NasError
 from .train import TrainConfig, settings
 
 
+# A net that has not left chance at its first checkpoint is trained once more from the start at
+# this fraction of the peak learning rate (nets without BatchNorm sit at chance at lr 0.1).
+RETRY_LR = 0.1
+
+
+def rates(config: TrainConfig) -> tuple[float, ...]:
+    """The peak learning rates a search trial may train at, in order: the schedule's, then one retry."""
+    return (config.lr, config.lr * RETRY_LR)
+
+
 def epochs(space, options: dict | None = None) -> int:
     """The schedule's length: ``options`` (a benchmark's reduced fidelity), else the task's
     ``confirm_epochs``, else the space's ``train.epochs``, else the task's epoch budget."""
@@ -22,13 +32,17 @@ def epochs(space, options: dict | None = None) -> int:
     return int(options.get("epochs") or space.task.confirm_epochs or space.train.get("epochs") or space.task.max_epochs)
 
 
-def train_config(cfg, confirm_seed: int | None = None) -> TrainConfig:
+def train_config(cfg, confirm_seed: int | None = None, lr: float | None = None) -> TrainConfig:
     """The trainer's settings for a search trial, or for the confirmation run of ``confirm_seed``.
 
     ``cfg`` is a :class:`nas.search.SearchConfig` (space, train_options, seed, finish, device).
+    ``lr``: the peak learning rate the search settled on for this design (:data:`RETRY_LR`), where
+    it differs from the space's.
     """
     space, task = cfg.space, cfg.space.task
     options = {**space.train, **cfg.train_options, "epochs": epochs(space, cfg.train_options)}
+    if lr is not None:
+        options["lr"] = lr
     if confirm_seed is None:
         fixed = dict(target=task.target, seed=cfg.seed, stop_at_target=not cfg.finish)
     else:

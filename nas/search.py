@@ -32,7 +32,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,9 +46,10 @@ from . import trials
 from .build import build
 from .errors import NasError
 from .feasibility import check, feasibility, require_feasible
-from .forecast import Forecast, rungs, within_noise
+from .files import save_torch
+from .forecast import Forecast, at_chance, rungs, within_noise
 from .sampler import Catalogue, Sampler
-from .schedule import train_config
+from .schedule import rates, train_config
 from .space import Space, fingerprint
 from .trials import TRAINED_STATES, counts
 from .workers import Interrupted, Stop, worker_name
@@ -101,6 +102,8 @@ class Outcome:
     dominated: int = 0
     stopped: int = 0
     diverged: int = 0
+    stuck: int = 0  # at chance at every learning rate tried
+    retried: int = 0  # trained again at a lower learning rate
     duplicates: int = 0
     failed: int = 0
     reached: int = 0
@@ -263,34 +266,42 @@ class Objective:
             studies.fail_stale(study)  # a dead worker's trial fails here, and this worker trains the net
 
     def _train(self, trial: optuna.Trial, analysis, cost: float, fixed: bool) -> tuple[float, float]:
-        watch = _Watch(trial, self.forecast.calibrated(trials.full_curves(trial.study)),
-                       self.config.epochs, self.images_per_epoch, fixed, self.stop)
         trial.set_user_attr("trained", True)
         trial.set_user_attr("threads", torch.get_num_threads())
-        torch.manual_seed(self.cfg.seed)
-        model = build(analysis.spec, analysis)  # the analysis the check just made: no second pass
-        rung_args = {"rungs": self.rungs, "on_rung": watch.on_rung} if self.rungs else {}
-        try:
-            result = self.train_fn(model, self.data, self.config, on_epoch=watch.on_epoch, **rung_args)
-        except KeyboardInterrupt:  # a second Ctrl-C, or SIGTERM: the trial fails, its params are queued again
-            trial.set_user_attr("status", "interrupted")
-            self._requeue(trial)
-            raise
+        tries: list[dict] = []  # each peak rate tried, and how its run began: kept side by side
+        for lr in rates(self.config):  # a net stuck at chance, or diverging, trains again at a lower rate
+            trial.set_user_attr("lr", lr)
+            watch = _Watch(trial, self.forecast.calibrated(trials.full_curves(trial.study)), self.config.epochs,
+                           self.images_per_epoch, self.data.num_classes, fixed, self.stop)
+            torch.manual_seed(self.cfg.seed)
+            model = build(analysis.spec, analysis)  # the analysis the check just made: no second pass
+            result = self._fit(trial, model, watch, replace(self.config, lr=lr))
+            tries.append({"lr": lr, "first": watch.curve[0][1] if watch.curve else None,
+                          "outcome": "nan" if result.status == "nan" else "at chance" if watch.stuck else "learned"})
+            trial.set_user_attr("lr_tries", tries)
+            if tries[-1]["outcome"] == "learned" or self.stop.requested:
+                break
+        tried = [t["lr"] for t in tries]
         reached = result.target_epoch is not None
         trial.set_user_attr("accuracies", list(result.accuracies))
         trial.set_user_attr("target_epoch", result.target_epoch)
         trial.set_user_attr("seconds", round(result.seconds, 2))
         trial.set_user_attr("reached_target", reached)
-        trial.set_user_attr("weights", self._save(trial.number, model))
+        if result.status != "nan":  # a diverged net's weights are not kept
+            trial.set_user_attr("weights", self._save(trial.number, model))
         if result.status == "nan":
             trial.set_user_attr("status", "nan")
-            trial.set_user_attr("message", result.message)
+            trial.set_user_attr("message", result.message + _rates_note(tried))
             raise optuna.TrialPruned(result.message)
         if self.stop.requested and watch.stopped is None and not (reached and not self.cfg.finish):
             trial.set_user_attr("status", "interrupted")
             self._requeue(trial)  # retrained on resume
             raise Interrupted()
-        if watch.stopped is not None:
+        if watch.stuck:
+            value = watch.curve[-1][1]
+            trial.set_user_attr("status", "stuck")
+            trial.set_user_attr("message", f"stayed at chance ({value:.4f}){_rates_note(tried)}")
+        elif watch.stopped is not None:
             where, value = watch.stopped[0], round(watch.stopped[1], 6)
             trial.set_user_attr("status", "stopped")
             trial.set_user_attr("stopped_at", where)
@@ -304,15 +315,23 @@ class Objective:
         trial.set_constraint("short", max(0.0, self.forecast.target - value) if not reached else 0.0)
         return value, cost
 
+    def _fit(self, trial: optuna.Trial, model: torch.nn.Module, watch: "_Watch", config):
+        rung_args = {"rungs": self.rungs, "on_rung": watch.on_rung} if self.rungs else {}
+        try:
+            return self.train_fn(model, self.data, config, on_epoch=watch.on_epoch, **rung_args)
+        except KeyboardInterrupt:  # a second Ctrl-C, or SIGTERM: the trial fails, its params are queued again
+            trial.set_user_attr("status", "interrupted")
+            self._requeue(trial)
+            raise
+
     @staticmethod
     def _requeue(trial: optuna.Trial) -> None:
         trial.study.enqueue_trial(trial.params, user_attrs=trials.carried(trial.user_attrs) or None,
                                   skip_if_exists=False)
 
     def _save(self, number: int, model: torch.nn.Module) -> str:
-        self.weights_dir.mkdir(parents=True, exist_ok=True)
-        path = self.weights_dir / f"trial_{number}.pt"
-        torch.save(model.state_dict(), path)
+        path = save_torch(self.weights_dir / f"trial_{number}.pt", model.state_dict(), f"trial {number}'s weights",
+                          "free some space or pass another --results, then run the same command to resume")
         return str(path.relative_to(self.weights_dir.parent))
 
 
@@ -320,10 +339,12 @@ class _Watch:
     """The trainer's callbacks for one trial: record its curve as it goes (a killed worker keeps it)
     and stop it where even the optimistic forecast of its end misses the target."""
 
-    def __init__(self, trial: optuna.Trial, forecast: Forecast, epochs: int, images_per_epoch: int, fixed: bool,
-                 stop: Stop):
+    def __init__(self, trial: optuna.Trial, forecast: Forecast, epochs: int, images_per_epoch: int, classes: int,
+                 fixed: bool, stop: Stop):
         self.trial, self.forecast, self.epochs, self.per_epoch = trial, forecast, epochs, images_per_epoch
+        self.classes = classes
         self.fixed, self.stop = fixed, stop  # a documented design trains its whole schedule
+        self.stuck = False  # at chance at the first checkpoint: its learning rate, not its size, is at fault
         self.curve: list[tuple[float, float]] = []
         self.accuracies: list[float] = []
         self.scores: dict[str, float] = {}
@@ -342,6 +363,9 @@ class _Watch:
     def _judge(self, fraction: float, acc: float, where: str) -> bool:
         self.curve.append((round(fraction, 6), acc))
         self.trial.set_user_attr("curve", self.curve)
+        if len(self.curve) == 1 and at_chance(acc, self.classes) and acc < self.forecast.target:
+            self.stuck = True
+            return True
         if self.fixed or self.forecast.reachable(fraction, acc):
             return False
         self.stopped = (where, self.forecast.expected(fraction, acc))
@@ -438,10 +462,11 @@ def _optimize(cfg: SearchConfig, study: optuna.Study, objective: Objective, stop
                 try:
                     study.optimize(objective, timeout=left, callbacks=[after_trial], catch=(Interrupted,),
                                    gc_after_trial=False)
-                except ValueError as err:
+                except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as err:
                     # Our heartbeat lapsed (a stalled machine) and another worker failed the trial and
-                    # queued it again: Optuna cannot tell it. Drop it and go on; the copy gets trained.
-                    if "Cannot tell a FAIL trial" not in str(err):
+                    # queued it again: Optuna can neither update nor tell it. Drop it and go on; the
+                    # copy gets trained.
+                    if isinstance(err, ValueError) and "Cannot tell a FAIL trial" not in str(err):
                         raise
             elif counts(study)["training"] and studies.heartbeat_enabled(study):
                 time.sleep(objective.poll)  # others still train: their results (or their failure) may need us
@@ -471,7 +496,8 @@ def _drain(study: optuna.Study, stop: Stop, poll: float) -> None:
 def _outcome(study: optuna.Study, cfg: SearchConfig) -> Outcome:
     c = counts(study)
     return Outcome(study, trained=c["trained"], rejected=c["rejected"], dominated=c["dominated"],
-                   stopped=c["stopped"], diverged=c["nan"], duplicates=c["duplicate"], failed=c["failed"],
+                   stopped=c["stopped"], diverged=c["nan"], stuck=c["stuck"],
+                   retried=c["retried"], duplicates=c["duplicate"], failed=c["failed"],
                    reached=c["reached"],
                    check_ms=[t.user_attrs["check_ms"] for t in study.get_trials(deepcopy=False)
                              if "check_ms" in t.user_attrs],
@@ -522,7 +548,9 @@ def describe(outcome: Outcome, cfg: SearchConfig) -> list[str]:
     """The end-of-search lines: counts, the validation front, then what confirmation found."""
     ms, task = outcome.check_ms, cfg.space.task
     lines = [f"study {cfg.name}: {outcome.trained} trained ({outcome.stopped} stopped early"
-             + (f", {outcome.diverged} diverged" if outcome.diverged else "") + "), "
+             + (f", {outcome.diverged} diverged" if outcome.diverged else "")
+             + (f", {outcome.stuck} at chance at every learning rate" if outcome.stuck else "")
+             + (f", {outcome.retried} trained again at a lower learning rate" if outcome.retried else "") + "), "
              f"{outcome.rejected} rejected before training"
              + (f" (check median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms)" if ms else "")
              + (f", {outcome.dominated} no cheaper than a net at the target" if outcome.dominated else "")
@@ -545,6 +573,10 @@ def describe(outcome: Outcome, cfg: SearchConfig) -> list[str]:
     if outcome.confirmed is not None:
         lines += outcome.confirmed.lines()
     return lines
+
+
+def _rates_note(tried: list[float]) -> str:
+    return f" at lr {' and '.join(f'{lr:g}' for lr in tried)}"
 
 
 def _cost(attrs: dict, cost: str) -> str:

@@ -246,14 +246,14 @@ class Space:
     def spec(self, params: dict[str, Any]) -> Spec:
         """The spec at one point of the space, given by values or labels (not range-checked here)."""
         params = self.decode(params)
-        blocks = {}
+        blocks, budget = {}, [MAX_LAYERS]
         for name, block in self.blocks.items():
             layers = block
             if isinstance(block, dict):
                 if not _truthy(block.get("when", True), params):
                     continue
                 layers = block.get("layers", [])
-            rendered = list(_render_layers(layers, params))
+            rendered = list(_render_layers(layers, params, budget))
             if rendered:
                 blocks[name] = rendered
         key = "-".join(f"{_label(params[k])}" for k in sorted(params))
@@ -487,16 +487,23 @@ def _parse_task(task: Any, fail) -> Task:
 
 REPEAT = "repeat"  # a layer `repeat: {times: N, as: i, start: 0, layers: [...]}` writes its layers N times
 MAX_REPEAT = 1000
-MAX_ITEMS = 10_000  # longest string or list an expression may build (`'a' * 10**14` would fill memory)
+MAX_LAYERS = 10_000  # layers one point may render: nested repeats multiply (1000 x 1000 would be a million)
+# The one budget of an expression's values: the items of every string and list it builds, nested
+# lists counted in full (`[[$w] * 10000] * 10000` shares its rows but holds 10^8 items to show or walk).
+MAX_ITEMS = 10_000
 MAX_INT = 10 ** 12  # largest number an expression may compute: far above any width or kernel
 
 
-def _render_layers(items: Any, params: dict[str, Any]) -> Iterator[Any]:
+def _render_layers(items: Any, params: dict[str, Any], budget: list[int]) -> Iterator[Any]:
     if not isinstance(items, list):
-        raise SpecError(f"a block is a list of layers, got {items!r}")
+        raise SpecError(f"a block is a list of layers, got {_brief(items)}")
     for item in items:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise SpecError(f"a point renders more than {MAX_LAYERS:,} layers (repeats inside repeats multiply); "
+                            "fix the repeat counts")
         if isinstance(item, list):
-            yield from _render_layers(item, params)
+            yield from _render_layers(item, params, budget)
         elif isinstance(item, str):
             op = _value(item, params)
             if op not in (None, "none"):
@@ -508,21 +515,21 @@ def _render_layers(items: Any, params: dict[str, Any]) -> Iterator[Any]:
             if not _truthy(args.pop("when", True), params) or op in (None, "none"):
                 continue
             if op == REPEAT:
-                yield from _render_repeat(args, params)
+                yield from _render_repeat(args, params, budget)
                 continue
             yield {op: {k: _value(v, params) for k, v in args.items()}} if args else op
         else:
-            raise SpecError(f"a layer is an op name or a one-key mapping, got {item!r}")
+            raise SpecError(f"a layer is an op name or a one-key mapping, got {_brief(item)}")
 
 
-def _render_repeat(args: dict[str, Any], params: dict[str, Any]) -> Iterator[Any]:
+def _render_repeat(args: dict[str, Any], params: dict[str, Any], budget: list[int]) -> Iterator[Any]:
     times, start = _value(args.get("times"), params), _value(args.get("start", 0), params)
     for name, n in (("times", times), ("start", start)):
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_REPEAT:
             raise SpecError(f"repeat: {name} must be a whole number from 0 to {MAX_REPEAT}, got {n!r}")
     index = args.get("as", "i")
     for i in range(start, start + times):
-        yield from _render_layers(args.get("layers"), {**params, index: i})
+        yield from _render_layers(args.get("layers"), {**params, index: i}, budget)
 
 
 def _truthy(cond: Any, params: dict[str, Any]) -> bool:
@@ -535,11 +542,38 @@ def _value(value: Any, params: dict[str, Any]) -> Any:
     return evaluate(value, params)
 
 
+def _size(value: Any, limit: int = MAX_ITEMS) -> int:
+    """Items in ``value``, nested lists counted in full, shared rows as often as they appear; the walk
+    stops once past ``limit``, so it costs at most ``limit`` steps whatever the value.
+
+    >>> row = [1] * 100
+    >>> _size([row] * 100), _size("abc"), _size(7), _size([row] * 1000) > MAX_ITEMS
+    (10000, 3, 1, True)
+    """
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, list):
+        return 1
+    total = 0
+    for item in value:
+        total += _size(item, limit - total)
+        if total > limit:
+            break
+    return max(total, len(value))
+
+
+def _brief(value: Any) -> str:
+    """``repr(value)`` cut short: an error message must not be a memory bomb of its own."""
+    text = repr(value) if _size(value, 200) <= 200 else f"{type(value).__name__} of over 200 items"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 def _checked(value: Any, expr: str) -> Any:
     """Refuse results that would be absurd as a layer argument and could exhaust memory later."""
-    if isinstance(value, (str, list)) and len(value) > MAX_ITEMS:
-        raise SpecError(f"expression {expr!r} builds a value of {len(value):,} items (at most {MAX_ITEMS:,}); "
-                        "fix the expression")
+    if isinstance(value, (bytes, bytearray)):  # no layer takes bytes, and b'a' * 10**9 is a gigabyte
+        raise SpecError(f"expression {expr!r}: bytes are not allowed in templates; fix the expression")
+    if isinstance(value, (str, list)) and _size(value) > MAX_ITEMS:
+        raise SpecError(f"expression {expr!r} builds a value of over {MAX_ITEMS:,} items; fix the expression")
     if isinstance(value, int) and abs(value) > MAX_INT:
         raise SpecError(f"expression {expr!r} computes a number above {MAX_INT:,}; fix the expression")
     return value
@@ -547,14 +581,14 @@ def _checked(value: Any, expr: str) -> Any:
 
 def _mul(a: Any, b: Any, expr: str) -> Any:
     for seq, n in ((a, b), (b, a)):  # check the size before Python allocates it
-        if isinstance(seq, (str, list)) and isinstance(n, int) and n * len(seq) > MAX_ITEMS:
-            raise SpecError(f"expression {expr!r} would build a value of {n * len(seq):,} items (at most "
+        if isinstance(seq, (str, list)) and isinstance(n, int) and n * _size(seq) > MAX_ITEMS:
+            raise SpecError(f"expression {expr!r} would build a value of {n * _size(seq):,} items (at most "
                             f"{MAX_ITEMS:,}); fix the expression")
     return a * b
 
 
 def _add(a: Any, b: Any, expr: str) -> Any:
-    if isinstance(a, (str, list)) and isinstance(b, (str, list)) and len(a) + len(b) > MAX_ITEMS:
+    if isinstance(a, (str, list)) and isinstance(b, (str, list)) and _size(a) + _size(b) > MAX_ITEMS:
         raise SpecError(f"expression {expr!r} builds a value of over {MAX_ITEMS:,} items; fix the expression")
     return a + b
 
@@ -615,7 +649,7 @@ def _eval(node: ast.AST, params: dict[str, Any], expr: str) -> Any:
             raise SpecError(f"expression {expr!r} uses unknown choice {node.id!r}")
         return params[node.id]
     if isinstance(node, (ast.List, ast.Tuple)):
-        return [ev(e) for e in node.elts]
+        return _checked([ev(e) for e in node.elts], expr)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         return _checked(_BINOPS[type(node.op)](ev(node.left), ev(node.right), expr), expr)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
@@ -644,11 +678,11 @@ def _eval(node: ast.AST, params: dict[str, Any], expr: str) -> Any:
 
 def _index(seq: Any, i: Any, expr: str) -> Any:
     if not isinstance(seq, (list, str)):
-        raise SpecError(f"expression {expr!r} indexes {seq!r}, which is not a list; index list-valued choices only")
+        raise SpecError(f"expression {expr!r} indexes {_brief(seq)}, which is not a list; index list-valued choices only")
     if not isinstance(i, int) or isinstance(i, bool):
         raise SpecError(f"expression {expr!r}: an index must be a whole number, got {i!r}")
     if not -len(seq) <= i < len(seq):
-        raise SpecError(f"expression {expr!r}: index {i} is out of range for {seq!r} (length {len(seq)}); "
+        raise SpecError(f"expression {expr!r}: index {i} is out of range for {_brief(seq)} (length {len(seq)}); "
                         "fix the index or lengthen the choice's lists")
     return seq[i]
 

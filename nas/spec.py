@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch.nn as nn
 import yaml
 
 from . import ops
 from .errors import SpecError
+from .files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,9 @@ class Spec:
             raise SpecError("'blocks' must map block names to lists of layers")
         blocks, index = [], 0
         for name, raw_layers in raw_blocks.items():
-            if not str(name).isidentifier():
-                raise SpecError(f"block name {name!r} must be a Python identifier (letters, digits, _)")
+            problem = _bad_block_name(name)
+            if problem:
+                raise SpecError(f"block name {name!r} {problem}; rename the block")
             layers = []
             for obj in raw_layers:
                 layers.append(Layer.parse(obj, index))
@@ -146,10 +149,30 @@ class Spec:
             raise SpecError(f"{path}: {err}") from None
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_yaml())
-        return path
+        return write_atomic(path, self.to_yaml(), "the spec file", "free some space or pass another folder")
+
+
+def _bad_block_name(name) -> str:
+    """Why ``name`` cannot name a block, or ''. A block becomes an attribute of the built
+    ``nn.Module`` and of the exported class, so it must be a plain identifier that Python keeps as
+    written (no ``__x`` mangling, no NFKC folding of ``ﬁ`` to ``fi``) and shadows nothing.
+
+    A keyword (``class``) is fine: the export writes ``getattr(self, "class")`` for it.
+
+    >>> [_bad_block_name(n) for n in ("features", "class", "forward", "__x", "\ufb01")]  # doctest: +NORMALIZE_WHITESPACE
+    ['', '', "is an attribute of torch's nn.Module", 'starts with two underscores (Python mangles those, or keeps them
+     for its own)', 'is not ASCII (Python folds some letters into others)']
+    """
+    name = str(name)
+    if not name.isascii():
+        return "is not ASCII (Python folds some letters into others)"
+    if not name.isidentifier():
+        return "must be a Python identifier (letters, digits, _)"
+    if name.startswith("__"):
+        return "starts with two underscores (Python mangles those, or keeps them for its own)"
+    if hasattr(nn.Module, name) or name in ("training", "model"):
+        return "is an attribute of torch's nn.Module"
+    return ""
 
 
 def primitives(spec: Spec) -> list[tuple[str, str, dict[str, Any], bool, int]]:

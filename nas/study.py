@@ -48,8 +48,17 @@ def storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.B
         if url.startswith(prefix):
             Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
+        path = url[len("journal:"):]
+        lock = JournalFileSymlinkLock(path)  # the lock Optuna's appends take: no worker writes while we mend
+        lock.acquire()
+        try:
+            note = mend_journal(Path(path))
+        finally:
+            lock.release()
+        if note:
+            print(note, file=sys.stderr, flush=True)
+        return JournalStorage(JournalFileBackend(path, lock_obj=lock))
     kwargs, retry_seconds = {}, _env_seconds("NAS_DB_RETRY_SECONDS", DB_RETRY_SECONDS)
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna: no warning lines for users
         warnings.simplefilter("ignore", ExperimentalWarning)
@@ -73,6 +82,53 @@ def storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.B
                     continue
                 raise NasError(f"cannot open storage {_redact(url)}: {_reason(err)}; check the URL and that the "
                                "database server is running") from None
+
+
+def mend_journal(path: Path) -> str:
+    """Set aside a journal's torn tail, as a kill or a power cut during an append leaves it: the bytes
+    after the last complete entry move to ``<path>.torn`` (appended, so nothing is lost) and the journal
+    ends at that entry. Returns the line that says so, or '' when the journal is whole.
+
+    >>> import tempfile
+    >>> j = Path(tempfile.mkdtemp()) / "j.log"
+    >>> _ = j.write_bytes(b'{"op_code": 0}\\n{"op_code": 1}\\n{"op_co')
+    >>> mend_journal(j).split(": ", 1)[1]
+    'its last entry was cut short (7 bytes, kept in j.log.torn); resuming from the 2 complete entries'
+    >>> j.read_bytes(), mend_journal(j)
+    (b'{"op_code": 0}\\n{"op_code": 1}\\n', '')
+    """
+    import json
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return ""
+    except OSError as err:
+        raise NasError(f"cannot read journal {path}: {err.strerror}; check the path") from None
+    end = len(data)
+    while end:  # back over trailing lines that are not whole JSON entries
+        start = data.rfind(b"\n", 0, end - 1) + 1
+        line = data[start:end]
+        try:
+            if line.endswith(b"\n") and isinstance(json.loads(line), dict):
+                break
+        except ValueError:
+            pass
+        end = start
+    if end == len(data):
+        return ""
+    torn = path.with_name(path.name + ".torn")
+    try:
+        with open(torn, "ab") as f:
+            f.write(data[end:])
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    except OSError as err:
+        raise NasError(f"journal {path} ends in a torn entry that cannot be set aside ({err.strerror}); "
+                       f"free some space or make {path.parent} writable, and rerun the same command") from None
+    entries = data[:end].count(b"\n")
+    return (f"journal {path}: its last entry was cut short ({len(data) - end:,} bytes, kept in {torn.name}); "
+            f"resuming from the {entries:,} complete entries")
 
 
 def check_url(url: str | None) -> str:
@@ -200,6 +256,16 @@ def _connection_lost(err: Exception) -> bool:
     return True
 
 
+def _file_fault(err: Exception) -> str:
+    """What is wrong with an SQLite file that refuses a write (full disk, read-only), or ''."""
+    cause = err.__cause__ if isinstance(err, StorageInternalError) else err
+    orig = getattr(cause, "orig", None)
+    if type(orig).__module__ != "sqlite3":
+        return ""
+    text = str(orig)
+    return text if any(k in text for k in ("disk is full", "readonly", "read-only", "disk I/O error")) else ""
+
+
 _local = threading.local()
 
 
@@ -220,6 +286,10 @@ def _retrying(method):
                     self.retrying = False
                     return result
                 except Exception as err:
+                    fault = _file_fault(err)
+                    if fault:  # waiting will not help, and a traceback would not say what to do
+                        raise NasError(f"cannot write the study to {self.shown_url}: {fault}; free some space or make "
+                                       "the database file writable, then rerun the same command to resume") from None
                     if not _connection_lost(err):
                         raise
                     if self.lost is None and time.monotonic() + delay <= deadline:
@@ -320,6 +390,9 @@ def check_name(study_name: str) -> str:
     if not study_name or study_name.startswith(".") or not all(c.isalnum() or c in "_-.+=@" for c in study_name):
         raise NasError(f"study name {study_name!r} is not a plain name; use letters, digits and _ - . "
                        "(it becomes a folder under the results folder)")
+    if CONFIRM_SUFFIX in study_name:
+        raise NasError(f"study name {study_name!r} holds {CONFIRM_SUFFIX!r}, which names a study's confirmation "
+                       "runs; pick another --study")
     return study_name
 
 

@@ -17,6 +17,11 @@ the test set is never read while searching. User attributes:
 ``curve``              ``[fraction of the schedule's images seen, validation accuracy]`` at each rung and epoch end
 ``stopped_at``         where a ``stopped`` trial was stopped (``"30,506 images"``, ``"epoch 3"``)
 ``predicted``          a ``stopped`` trial's forecast final validation accuracy (its objective value)
+``lr``                 the peak learning rate of the run that counts (confirmation trains at it too)
+``lr_tries``           each peak rate tried, in order: ``{"lr", "first": validation accuracy at the
+                       first checkpoint, "outcome": "learned" | "at chance" | "nan"}``. A net at chance
+                       there, or diverging, trains again from the start at a lower rate
+                       (:func:`nas.schedule.rates`); status ``stuck`` when no rate moved it
 ``target_epoch``       first epoch whose validation accuracy reached the target, or None
 ``reached_target``     the validation accuracy reached the target (a hint, not a result: see below)
 ``seconds``            training wall time
@@ -60,7 +65,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 TRAINED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-SEARCH_STATUSES = ("rejected", "dominated", "duplicate", "target_met", "complete", "stopped", "pruned", "nan",
+SEARCH_STATUSES = ("rejected", "dominated", "duplicate", "target_met", "complete", "stopped", "stuck", "pruned", "nan",
                    "interrupted")  # "pruned": studies made before forecasts (halving or the old target pruner)
 EARLY_STOPS = ("stopped", "pruned")
 FINISHED = ("target_met", "complete")  # trained to the end of the schedule, or to the target
@@ -68,7 +73,7 @@ CONFIRM_STATUSES = ("confirmed", "nan", "interrupted", "duplicate", "skipped")
 CONFIRM_SUFFIX = ".confirm"
 # What a re-queued run keeps of the one it repeats (a dead worker's, or one stopped by Ctrl-C).
 RUN_KEYS = ("kind", "fingerprint", "seed", "epochs", "spec", "source", "params", "rf", "macs", "latency", "features",
-            "failures", "every_seed")
+            "failures", "every_seed", "lr")
 
 
 def carried(user_attrs: dict) -> dict:
@@ -100,6 +105,12 @@ def rung_stop(attrs: dict) -> tuple[int, float] | None:
         return None
     images = max(rungs, key=int)
     return int(images), rungs[images]
+
+
+def retried(attrs: dict) -> dict | None:
+    """The first try of a trial trained again at a lower learning rate, or None."""
+    tries = attrs.get("lr_tries") or []
+    return tries[0] if len(tries) > 1 else None
 
 
 def finished(t: FrozenTrial) -> bool:
@@ -136,9 +147,11 @@ def counts(study: optuna.Study) -> dict[str, int]:
     """Trials by outcome. ``failed`` are trials whose worker died or was stopped (their params are
     queued again, so they are not counted as trained); ``training`` are trained candidates that a
     worker is training right now; ``stopped`` those stopped early (forecast short of the target),
-    ``nan`` those that diverged, ``reached`` those whose validation accuracy reached the target."""
-    out = {"trained": 0, "rejected": 0, "dominated": 0, "stopped": 0, "nan": 0, "duplicate": 0, "failed": 0,
-           "reached": 0, "training": 0}
+    ``nan`` those that diverged, ``stuck`` those that stayed at chance at every learning rate tried,
+    ``retried`` those trained again at a lower rate, ``reached`` those whose validation accuracy
+    reached the target."""
+    out = {"trained": 0, "rejected": 0, "dominated": 0, "stopped": 0, "nan": 0, "stuck": 0, "retried": 0,
+           "duplicate": 0, "failed": 0, "reached": 0, "training": 0}
     for t in study.get_trials(deepcopy=False):
         status = t.user_attrs.get("status")
         if t.state == TrialState.FAIL:
@@ -151,6 +164,8 @@ def counts(study: optuna.Study) -> dict[str, int]:
             out["trained"] += 1
             out["stopped"] += status in EARLY_STOPS
             out["nan"] += status == "nan"
+            out["stuck"] += status == "stuck"
+            out["retried"] += retried(t.user_attrs) is not None
             out["reached"] += reached(t)
     return out
 

@@ -22,7 +22,7 @@ import yaml
 from click.testing import CliRunner
 
 from nas.cli import main
-from toys import assert_one_line_error
+from toys import assert_one_line_error, image_folder
 
 SPACE = {
     "name": "tiny",
@@ -42,20 +42,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _images(root: Path, n: int = 24, size: int = 16, classes: int = 2) -> Path:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for label in range(classes):
-            folder = root / split / f"c{label}"
-            folder.mkdir(parents=True)
-            for i in range(n // classes):
-                Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(folder / f"{i}.png")
-    return root
-
-
 def _keep_study(db: Path) -> None:
     study = optuna.create_study(study_name="keep", storage=f"sqlite:///{db}", directions=["maximize", "minimize"])
     study.set_user_attr("space", "mnist_squeeze")
@@ -70,7 +56,7 @@ def template(tmp_path_factory):
     """Made once: the image folder (only read) and a storage holding study 'keep' (copied for each case)."""
     root = tmp_path_factory.mktemp("bad_input")
     _keep_study(root / "studies.db")
-    return _images(root / "data"), root / "studies.db"
+    return image_folder(root / "data"), root / "studies.db"
 
 
 class World:
@@ -126,7 +112,7 @@ def _set(path: str, value):
 
 def _corrupt(w: World) -> str:
     folder = w.root / "corrupt"
-    _images(folder)
+    image_folder(folder)
     (folder / "train" / "c0" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     return str(folder)
 
@@ -222,7 +208,7 @@ def _spec(w: World, name: str, layers: list, side: int = 16) -> str:
 
 
 def _empty_class(w: World) -> str:
-    folder = _images(w.root / "one_sided")
+    folder = image_folder(w.root / "one_sided")
     for f in (folder / "train" / "c1").iterdir():
         f.unlink()
     return str(folder)
@@ -305,6 +291,32 @@ CASES += [  # issue 13, while loading: the same guarantees through `nas search` 
     ("alias bomb", lambda w: _search(w, _raw(w, BOMB.encode())),
      r"raw\d\.yaml: its aliases expand to more than [\d,]+ values", {}),
 ]
+def _blocks(w: World, name: str) -> str:
+    return w.file("blocks.yaml", yaml.safe_dump({"name": "b", "input": [1, 16, 16], "blocks": {
+        name: [{"conv": {"out": 2}}], "head": ["gap"]}}, allow_unicode=True))
+
+
+CASES += [  # issue 20: names that collide with what a block becomes (an nn.Module attribute), or a reserved suffix
+    *[(f"block named {name}", lambda w, n=name: _train(w, _blocks(w, n)), rf"block name '{re.escape(name)}' {re.escape(why)}; "
+       "rename the block", {})
+      for name, why in [("forward", "is an attribute of torch's nn.Module"),
+                        ("training", "is an attribute of torch's nn.Module"),
+                        ("load_state_dict", "is an attribute of torch's nn.Module"),
+                        *[(n, "starts with two underscores (Python mangles those, or keeps them for its own)")
+                          for n in ("__init__", "__x", "__debug__")],
+                        ("\ufb01", "is not ASCII (Python folds some letters into others)")]],
+    ("block named like a spec field in export", lambda w: ["export", _blocks(w, "state_dict"), "-o", str(w.root / "e")],
+     r"block name 'state_dict' is an attribute of torch's nn.Module", {}),
+    ("nested list bomb in a template", lambda w: _search(w, w.space(edit=lambda d: d["blocks"]["f"][0]["conv"].update(
+        out="[[[$w] * 10000] * 10000] * 10000"))), r"would build a value of 100,000,000 items \(at most 10,000\)", {}),
+    ("bytes in a template", lambda w: _search(w, w.space(edit=lambda d: d["blocks"]["f"][0]["conv"].update(
+        out="$w if len(b'a' * 1000000000) else 0"))), r"bytes are not allowed in templates", {}),
+    ("repeat inside repeat", lambda w: _search(w, w.space(edit=lambda d: d["blocks"]["f"].insert(1, {"repeat": {
+        "times": 1000, "layers": [{"repeat": {"times": 1000, "as": "j", "layers": ["relu"]}}]}}))),
+     r"a point renders more than 10,000 layers", {}),
+    ("study named like a confirmation study", lambda w: _search(w, w.space(), "--study", "tiny.confirm"),
+     r"study name 'tiny\.confirm' holds '\.confirm', which names a study's confirmation runs; pick another --study", {}),
+]
 WRITES_A_STUDY = {"NaN loss"}  # the trials that diverged are recorded in a new study 'tiny'
 
 
@@ -312,7 +324,8 @@ WRITES_A_STUDY = {"NaN loss"}  # the trials that diverged are recorded in a new 
 def world(tmp_path, monkeypatch, template):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    for var in ("NAS_DATA_DIR", "NAS_RESULTS", "NAS_HEARTBEAT_SECONDS", "NAS_GRACE_SECONDS", "NAS_DB_RETRY_SECONDS"):
+    for var in ("NAS_DATA_DIR", "NAS_RESULTS", "NAS_STORAGE", "NAS_HEARTBEAT_SECONDS", "NAS_GRACE_SECONDS",
+                "NAS_DB_RETRY_SECONDS"):
         monkeypatch.delenv(var, raising=False)
     return World(tmp_path, *template)
 

@@ -308,7 +308,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path):
 
 def test_unwritable_output_folder(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(NasError, match="cannot write the export to .*; pass a writable directory with -o"):
+    with pytest.raises(NasError, match="cannot write the exported weights in .*: Not a directory; .*pass a writable directory with -o"):
         export(registry.load_design("seed001"), tmp_path / "file" / "out")
 
 

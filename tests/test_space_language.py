@@ -14,7 +14,7 @@ from nas.analysis import analyse
 from nas.build import build
 from nas.errors import NasError, SpecError
 from nas.feasibility import check, feasibility, require_feasible
-from nas.space import Space, evaluate
+from nas.space import Space, SpaceError, evaluate
 
 OPTUNA_TYPES = (type(None), bool, int, float, str)
 
@@ -193,6 +193,14 @@ def test_hint_is_safe_when_nothing_was_checked():
     ("'a' * $w * 100000000000000", {"w": 8}, r"computes a number above"),
     ("[$w] * 20000", {"w": 8}, r"would build a value of 20,000 items"),
     ("'%0999999999d' % $w", {"w": 8}, r"% formatting of strings is not allowed"),
+    # issue 20: one budget for a whole value, nested lists and bytes included, checked before allocating
+    ("[[[$w] * 10000] * 10000] * 10000", {"w": 8}, r"would build a value of 100,000,000 items \(at most 10,000\)"),
+    ("[[$w] * 100] * 200", {"w": 8}, r"would build a value of 20,000 items"),
+    ("[[$w] * 5000, [$w] * 5001]", {"w": 8}, r"builds a value of over 10,000 items"),
+    ("[$w] * 6000 + [[$w] * 4001]", {"w": 8}, r"builds a value of over 10,000 items"),
+    ("$w if len(b'a' * 1000000000) else 0", {"w": 8}, r"bytes are not allowed in templates"),
+    ("b'%0999999999d' % $w", {"w": 8}, r"bytes are not allowed in templates"),
+    ("b'a' * 100000000000", {"w": 8}, r"bytes are not allowed in templates"),
     ("$p[3]", {"p": [8, 16, 32]}, r"index 3 is out of range for \[8, 16, 32\] \(length 3\)"),
     ("$p['a']", {"p": [8, 16]}, r"an index must be a whole number"),
     ("$w[0]", {"w": 8}, r"indexes 8, which is not a list"),
@@ -258,3 +266,13 @@ def test_nas_space_reports_the_walk(tmp_path):
     path.write_text(yaml.safe_dump(_wide14(max_params=1000)))
     r = CliRunner().invoke(main, ["space", str(path), "--samples", "100", "--search", "300"])
     assert r.exit_code == 1 and "not proven infeasible" in r.output and "is infeasible" not in r.output
+
+
+def test_repeats_inside_repeats_have_one_layer_budget():
+    """1000 x 1000 would render a million layers for every point checked."""
+    data = copy.deepcopy(LISTS)
+    inner = {"repeat": {"times": 1000, "as": "j", "layers": ["relu"]}}
+    data["choices"] = {"w": [4, 8]}
+    data["blocks"] = {"f": [{"conv": {"out": "$w"}}, {"repeat": {"times": 1000, "layers": [inner]}}, "gap"]}
+    with pytest.raises(SpaceError, match=r"a point renders more than 10,000 layers \(repeats inside repeats multiply\)"):
+        Space.from_dict(data)

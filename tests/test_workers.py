@@ -177,7 +177,7 @@ def write_space(folder: Path, data: Path, batch: int = 16) -> Path:
 
 
 def worker(args: list[str], cwd: Path, cache: Path, **env) -> subprocess.Popen:
-    environ = {k: v for k, v in os.environ.items() if k not in ("NAS_RESULTS", "NAS_DATA_DIR")}
+    environ = {k: v for k, v in os.environ.items() if k not in ("NAS_RESULTS", "NAS_DATA_DIR", "NAS_STORAGE")}
     environ.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NAS_CACHE_DIR": str(cache),
                     "NAS_HEARTBEAT_SECONDS": "1", "NAS_GRACE_SECONDS": "3", "PYTHONUNBUFFERED": "1", **env})
     code = "from nas.cli import main; main(prog_name='nas')"
@@ -450,8 +450,18 @@ def test_two_workers_confirm_without_training_anything_twice(pg, image_data, tmp
     done = [t for t in runs if t.user_attrs.get("status") == "confirmed"]
     keys = [(t.user_attrs["fingerprint"], t.user_attrs["seed"]) for t in done]
     assert len(keys) == len(set(keys)), "two workers trained the same run"
-    designs = {fp for fp, _ in keys}
-    assert 1 <= len(designs) <= 2 and sorted(keys) == sorted((fp, s) for fp in designs for s in range(3))
+    ended = {(t.user_attrs["fingerprint"], t.user_attrs["seed"]) for t in runs
+             if t.user_attrs.get("status") in ("confirmed", "skipped")}
+    designs = {fp for fp, _ in ended}
+    assert done and 1 <= len(designs) <= 2 and ended == {(fp, s) for fp in designs for s in range(3)}, \
+        "every queued run of every design ends trained or skipped"
+    acc = {k: t.user_attrs["accuracy"] for k, t in zip(keys, done)}
+    size = {t.user_attrs["fingerprint"]: t.user_attrs["params"] for t in runs}
+    met = {fp for fp in designs if all(acc.get((fp, s), 0) >= 0.5 for s in range(3))}
+    for fp in designs - met:  # confirmation is sequential: a run is skipped only once it is needless
+        if any((fp, s) not in acc for s in range(3)):
+            assert any(acc.get((fp, s), 1) < 0.5 for s in range(3)) or any(size[m] < size[fp] for m in met), \
+                f"a run of {fp} was skipped though no seed of it fell short and no cheaper design met"
     for t in done:  # nothing finished is lost: figures and weights
         assert 0 <= t.user_attrs["accuracy"] <= 1 and (tmp_path / "res" / STUDY / t.user_attrs["weights"]).is_file()
     pids = {str(p.pid) for p in procs}
@@ -542,3 +552,31 @@ def _trials_or_none(url: str) -> list[optuna.trial.FrozenTrial]:
         return trials(url)
     except KeyError:
         return []
+
+
+def test_killing_the_coordinator_leaves_no_worker_and_workers_show_no_storage_url(pg, image_data, tmp_path):
+    """SIGKILL (or the terminal closing) gives the coordinator no chance to stop its workers: they
+    must die with it. And a PostgreSQL password in the storage URL must not be in any worker's argv."""
+    data, cache = image_data
+    space = write_space(tmp_path, data, batch=2)
+    url = pg.create_database("orphans").replace("nas@", "nas:s3cret@")  # the test server trusts, ignoring it
+    args = ["search", "--space", str(space), "--trials", "5", "--storage", url, "--results", str(tmp_path / "res"),
+            "--confirm", "0", "--jobs", "2"]
+    coordinator = worker(args, tmp_path, cache)
+    deadline = time.monotonic() + 90
+    while len(busy := [t for t in _trials_or_none(url) if t.state == TrialState.RUNNING and t.user_attrs.get("trained")]) < 1:
+        assert time.monotonic() < deadline and coordinator.poll() is None, "no worker started training"
+        time.sleep(0.2)
+    pid = int(busy[0].user_attrs["worker"].rsplit(":", 1)[1])
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    assert "--storage" not in cmdline and not any("s3cret" in a for a in cmdline), cmdline
+    coordinator.kill()
+    coordinator.communicate()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), \
+        "a worker outlived its coordinator by 10 s"
+    rc, out, err = finish(worker(args, tmp_path, cache), timeout=240)  # the same command resumes
+    assert rc == 0, (out, err)
+    assert_study_total(trained(trials(url)), 5, [out], upto=None)

@@ -40,18 +40,23 @@ class FakeResult:
 
 
 class FakeTrainer:
-    """Accuracy curves that depend on width: w >= 8 reaches the target at epoch 3, w = 2 never."""
+    """Accuracy curves that depend on width: w >= 8 reaches the target at epoch 3, w = 2 never (though
+    above chance, so no learning-rate retry)."""
 
     def __init__(self, interrupt_on_call=None):
         self.calls = []
         self.configs = []
         self.interrupt_on_call = interrupt_on_call
 
+    @staticmethod
+    def result(accs: list, status: str) -> FakeResult:
+        return FakeResult(accs, [0.0] * len(accs), [0.01] * len(accs), 0.01, None, status)
+
     def __call__(self, model, data, config, on_epoch=None, rungs=(), on_rung=None):
         width = next(model.parameters()).shape[0]
         self.calls.append(width)
         self.configs.append(config)
-        curve = {2: [0.3, 0.31, 0.32, 0.33], 4: [0.7, 0.9, 0.93, 0.94]}.get(width, [0.8, 0.9, 0.96, 0.97])
+        curve = {2: [0.4, 0.41, 0.42, 0.43], 4: [0.7, 0.9, 0.93, 0.94]}.get(width, [0.8, 0.9, 0.96, 0.97])
         accs, target_epoch, status = [], None, "complete"
         per_epoch = len(data.y_train) // min(config.batch_size, len(data.y_train)) * min(config.batch_size, len(data.y_train))
         for epoch, acc in enumerate(curve, start=1):
@@ -70,6 +75,21 @@ class FakeTrainer:
                 status = "target_met"
                 break
         return FakeResult(accs, [0.0] * len(accs), [0.01] * len(accs), 0.01 * len(accs), target_epoch, status)
+
+
+def image_folder(root, n: int = 24, size: int = 16, classes: int = 2):
+    """An image-folder dataset (train/<class>/*.png and test/...) of random grey images: for the CLI."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in range(classes):
+            folder = root / split / f"c{label}"
+            folder.mkdir(parents=True)
+            for i in range(n // classes):
+                Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
 
 
 def assert_one_line_error(result, message: str) -> None:
