@@ -12,7 +12,7 @@ True
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,15 @@ from torch import Tensor
 
 from .errors import NasError
 
-if TYPE_CHECKING:  # nas.train imports this module
-    from .train import TrainConfig
+class Policy(Protocol):
+    """The settings an augmentation reads (a :class:`nas.train.TrainConfig` has them; nas.train
+    imports this module, so this one names only what it needs)."""
+
+    augment_policy: str
+    shift: int
+    rotate: float
+    crop_padding: int
+    cutout: int
 
 
 def random_shift_rotate(x: Tensor, shift: int, degrees: float, gen: torch.Generator) -> Tensor:
@@ -74,7 +81,7 @@ def cutout(x: Tensor, size: int, gen: torch.Generator) -> Tensor:
     return x.masked_fill(inside.unsqueeze(1), 0)
 
 
-def augment_batch(x: Tensor, config: TrainConfig, gen: torch.Generator) -> Tensor:
+def augment_batch(x: Tensor, config: Policy, gen: torch.Generator) -> Tensor:
     """Apply the configured policy to a float batch of images (normalised or not)."""
     policy = config.augment_policy
     if policy == "auto":

@@ -13,13 +13,13 @@ from __future__ import annotations
 import io
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
 from .files import write_atomic
-from .report import task_line, trained_only  # report imports this module only inside its write()
 
 LEARNING_CURVES = 5  # trials drawn (the front first), besides the documented designs
 
@@ -55,11 +55,21 @@ def _figure(strip: bool, rows: int = 1):
     return fig, ax, low
 
 
-def _titles(fig, ax, study: optuna.Study, what: str) -> None:
+@dataclass
+class Table:
+    """What the pictures draw, as :mod:`nas.report` makes it: a row per trial (``report.trials_frame``),
+    the rows with a learning curve of their own, and the line that states the study's task."""
+
+    rows: pd.DataFrame
+    trained: pd.DataFrame
+    task: str
+
+
+def _titles(fig, ax, study: optuna.Study, table: Table, what: str) -> None:
     import textwrap
 
     fig.suptitle(f"{study.study_name}: {what}", fontsize=14, fontweight="bold")
-    task = task_line(study).split(": ", 1)[-1] if ": " in task_line(study) else ""
+    task = table.task.split(": ", 1)[-1] if ": " in table.task else ""
     if task:
         ax.set_title(textwrap.fill(task, 120), fontsize=9, color="#444444")
 
@@ -127,15 +137,15 @@ def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="#777777")
 
 
-def accuracy_vs_params(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
+def accuracy_vs_params(study: optuna.Study, table: Table, path: Path) -> Path:
     """Validation accuracy of each trained trial against its parameter count, the validation front,
     and each confirmed design's test accuracy over its seeds (mean, with min..max as a bar)."""
     target, max_params, _ = _limits(study)
-    trained = trained_only(df)
+    df, trained = table.rows, table.trained
     rejected = df[(df.status == "rejected") & df.params.notna()]
     confirmed = df[df.test_mean.notna()].drop_duplicates("params")
     fig, ax, strip = _figure(strip=True)
-    _titles(fig, ax, study, "accuracy against parameters: validation (search) and test (confirmation)")
+    _titles(fig, ax, study, table, "accuracy against parameters: validation (search) and test (confirmation)")
     lo, hi = _zoom(trained.val_acc.tolist() + confirmed.test_min.tolist(), target)
     if trained.empty:
         _empty(ax, "no trained trial yet")
@@ -232,17 +242,17 @@ def _strip(ax, rows: dict[str, pd.Series], empty_text: str | None) -> None:
         _empty(ax, empty_text)
 
 
-def learning_curves(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
+def learning_curves(study: optuna.Study, table: Table, path: Path) -> Path:
     """Validation accuracy per epoch of the front's best trials and of every trained documented design."""
     target, _, max_epochs = _limits(study)
-    trained = trained_only(df)
+    trained = table.trained
     ranked = trained.sort_values(["on_front", "val_acc"], ascending=[False, False])
     picked = pd.concat([ranked.head(LEARNING_CURVES), trained[trained.design != ""]]).drop_duplicates("trial")
     curves = {t.number: list(t.user_attrs.get("accuracies") or []) for t in study.get_trials(deepcopy=False)
               if t.number in set(picked.trial)}
     fig, ax, _ = _figure(strip=False)
     designs = " and documented designs" if (picked.design != "").any() else ""
-    _titles(fig, ax, study, f"validation accuracy per epoch, {min(len(trained), LEARNING_CURVES)} trials (the front first){designs}")
+    _titles(fig, ax, study, table, f"validation accuracy per epoch, {min(len(trained), LEARNING_CURVES)} trials (the front first){designs}")
     # early epochs may fall below the axis, but a documented design's best epoch stays in view:
     # it is the reference the search is compared with
     lo, hi = _zoom([v for c in curves.values() for v in c], target)
@@ -283,12 +293,12 @@ def learning_curves(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def history(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
+def history(study: optuna.Study, table: Table, path: Path) -> Path:
     """Final validation accuracy of each trial in the order sampled, the best so far, and the untrained ones."""
     target, _, _ = _limits(study)
-    trained = trained_only(df).sort_values("trial")
+    df, trained = table.rows, table.trained.sort_values("trial")
     fig, ax, strip = _figure(strip=True, rows=df[~df.trial.isin(trained.trial)].status.nunique())
-    _titles(fig, ax, study, "optimisation history")
+    _titles(fig, ax, study, table, "optimisation history")
     lo, hi = _zoom(trained.val_acc.tolist(), target)
     if trained.empty:
         _empty(ax, "no trained trial yet")
@@ -316,11 +326,11 @@ def history(study: optuna.Study, df: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def write(study: optuna.Study, df: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+def write(study: optuna.Study, table: Table, out_dir: Path) -> dict[str, Path]:
     """Draw every picture of the study as a PNG in ``out_dir``; returns the paths by picture name."""
     paths = {}
     for name, draw in (("accuracy_vs_params", accuracy_vs_params), ("learning_curves", learning_curves),
                        ("history", history)):
         paths[name] = Path(out_dir) / f"{name}.png"
-        draw(study, df, paths[name])
+        draw(study, table, paths[name])
     return paths

@@ -33,6 +33,7 @@ import optuna
 import pandas as pd
 
 from . import trials
+from . import plots
 from .errors import NasError
 from .files import write_atomic
 
@@ -252,9 +253,7 @@ def write(study: optuna.Study, out_dir: Path, include_rejected: bool = False,
     fix = "free some space or pass a writable --results"
     write_atomic(paths["csv"], df.to_csv(index=False), "the trials table", fix)
     write_atomic(paths["markdown"], _markdown_report(study, df, include_rejected), "the report", fix)
-    from . import plots  # here, not at the top: plots reads this module's table helpers
-
-    return paths | plots.write(study, df, out_dir)
+    return paths | plots.write(study, plots.Table(df, trained_only(df), task_line(study)), out_dir)
 
 
 def _markdown_report(study: optuna.Study, df: pd.DataFrame, include_rejected: bool) -> str:
