@@ -166,8 +166,15 @@ def _docstring(a: Analysis, constraints: Constraints | None, title: str, meta: d
 
 
 def _escaped(text: str) -> str:
-    """Text that cannot end or alter the docstring it goes into (notes and names are user text)."""
-    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    r"""Text that cannot end or alter the docstring it goes into (notes and names are user text): every
+    quote escaped (so none can close it, even last), and control characters, which Python source
+    cannot hold (a NUL), written as escapes.
+
+    >>> print(_escaped('say "hi" \\ \x07'))
+    say \"hi\" \\ \x07
+    """
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(c if c in "\n\t" or (32 <= ord(c) != 127) else f"\\x{ord(c):02x}" for c in text)
 
 
 def _class(a: Analysis, class_name: str) -> str:

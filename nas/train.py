@@ -85,7 +85,8 @@ class TrainConfig:
 
 # What each setting may be: (kind, lowest, highest, lowest excluded). Checked once, for every caller.
 _RANGES = {
-    "epochs": (int, 1, None, False), "batch_size": (int, 1, None, False), "lr": (float, 0, None, True),
+    # lr: above 1e30 the optimizer cannot even hold the step in float32 (a traceback, not a divergence)
+    "epochs": (int, 1, None, False), "batch_size": (int, 1, None, False), "lr": (float, 0, 1e30, True),
     "momentum": (float, 0, 1, False), "weight_decay": (float, 0, 1, False), "label_smoothing": (float, 0, 1, False),
     "warmup": (float, 0, 1, False), "seed": (int, 0, None, False), "shift": (int, 0, 16, False),
     "rotate": (float, 0, 180, False), "crop_padding": (int, 0, 16, False), "cutout": (int, 0, None, False),
@@ -103,7 +104,7 @@ def settings(options: dict | None = None, source: str = "trainer settings", **fi
     0.05
     >>> settings({"lr": "fast"}, source="space.yaml: train")
     Traceback (most recent call last):
-    nas.errors.NasError: space.yaml: train: lr must be a number above 0, got 'fast'
+    nas.errors.NasError: space.yaml: train: lr must be a number above 0 and at most 1e+30, got 'fast'
     """
     merged = {**(options or {}), **fixed}
     known = {f.name for f in fields(TrainConfig)}
@@ -184,8 +185,13 @@ def pick_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise NasError(f"unknown device {name!r}: use auto, cpu or cuda") from None
+    if device.type not in ("cpu", "cuda", "mps"):  # torch names more (meta, xla, ipu, ...): none trains here
+        raise NasError(f"device {name!r} cannot train nas models: use auto, cpu, cuda or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NasError(f"device {name!r} was asked for but CUDA is not available here: use --device auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise NasError(f"device {name!r} was asked for but this machine has {torch.cuda.device_count()} CUDA "
+                       f"device(s): use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise NasError(f"device {name!r} was asked for but MPS is not available here: use --device auto or cpu")
     return device

@@ -231,9 +231,9 @@ CASES += [  # issue 13: what crashed or was accepted silently
     ("zero batch size", lambda w: _search(w, w.space(edit=_set("train", {"batch_size": 0}))),
      r"tiny\d*\.yaml: train: batch_size must be a whole number of at least 1, got 0", {}),
     ("learning rate that is a word", lambda w: _search(w, w.space(edit=_set("train", {"lr": "fast"}))),
-     r"tiny\d*\.yaml: train: lr must be a number above 0, got 'fast'", {}),
+     r"tiny\d*\.yaml: train: lr must be a number above 0 and at most 1e\+30, got 'fast'", {}),
     ("negative learning rate", lambda w: _search(w, w.space(edit=_set("train", {"lr": -0.1}))),
-     r"tiny\d*\.yaml: train: lr must be a number above 0, got -0\.1", {}),
+     r"tiny\d*\.yaml: train: lr must be a number above 0 and at most 1e\+30, got -0\.1", {}),
     ("journal storage on a YAML file", lambda w: _search(w, w.space(), storage="journal:" + w.space()),
      r"tiny\d*\.yaml is not an Optuna journal file; pass a new file or an existing journal", {}),
     ("journal storage on an SQLite file", lambda w: _search(w, w.space(), storage=f"journal:{w.db}"),
@@ -307,6 +307,10 @@ CASES += [  # issue 20: names that collide with what a block becomes (an nn.Modu
                         ("\ufb01", "is not ASCII (Python folds some letters into others)")]],
     ("block named like a spec field in export", lambda w: ["export", _blocks(w, "state_dict"), "-o", str(w.root / "e")],
      r"block name 'state_dict' is an attribute of torch's nn.Module", {}),
+    *[(f"device {dev}", lambda w, d=dev: _train(w, _spec(w, "fine", [{"conv": {"out": 2}}, "gap"]), "--device", d),
+       rf"device '{dev}' cannot train nas models: use auto, cpu, cuda or mps", {}) for dev in ("meta", "xla", "ipu")],
+    ("learning rate past what float32 holds", lambda w: _search(w, w.space(edit=_set("train", {"lr": 1.0e308}))),
+     r"tiny\d*\.yaml: train: lr must be a number above 0 and at most 1e\+30, got 1e\+308", {}),
     ("nested list bomb in a template", lambda w: _search(w, w.space(edit=lambda d: d["blocks"]["f"][0]["conv"].update(
         out="[[[$w] * 10000] * 10000] * 10000"))), r"would build a value of 100,000,000 items \(at most 10,000\)", {}),
     ("bytes in a template", lambda w: _search(w, w.space(edit=lambda d: d["blocks"]["f"][0]["conv"].update(

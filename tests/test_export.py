@@ -385,3 +385,16 @@ def test_cli_errors_are_one_line(args, message, tmp_path, monkeypatch):
     assert done.exit_code == 2, done.output
     lines = done.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.output
+
+
+def test_notes_and_names_with_quotes_and_control_characters_export_as_valid_python(tmp_path):
+    """User text goes into docstrings: a NUL, a quote at the very end, backslashes and triple quotes."""
+    spec = Spec.from_dict({"name": 'odd"', "notes": 'a """ b \\ c \x00 d "', "input": [1, 8, 8],
+                           "layers": [{"conv": {"out": 2}}, "gap"]})
+    out = export(spec, tmp_path / "e")
+    source = (out / "model.py").read_text()
+    namespace: dict = {}
+    exec(compile(source, "model.py", "exec"), namespace)  # noqa: S102
+    assert '\\x00' in source and "\x00" not in source
+    assert 'a """ b \\ c \x00 d "' in namespace["__doc__"]  # the notes, exactly as written
+    assert namespace["Net"].__doc__.startswith('odd": 20 params')
