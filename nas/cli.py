@@ -261,7 +261,8 @@ def _run_search(cfg, jobs: int = 1, worker_args: list[str] | None = None) -> Non
     cfg.started = started  # the last pass after the workers starts nothing once --timeout has passed
     if jobs > 1:
         _, data = prepare(cfg)  # every check once, here, and the study made before any worker races to
-        codes = workers.run_workers(["search", *worker_args, "--worker"], jobs, env={"NAS_STORAGE": cfg.storage})
+        store = {"NAS_STORAGE": cfg.storage} if cfg.storage else None  # None: the default, theirs as ours
+        codes = workers.run_workers(["search", *worker_args, "--worker"], jobs, env=store)
         if any(code != 0 for code in codes):
             _workers_failed(codes, cfg.name)
         cfg.quiet = True

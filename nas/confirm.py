@@ -68,11 +68,8 @@ class Confirmed:
             if c is None:
                 out.append(f"  {fp}: no seed finished yet")
                 continue
-            fails = c.fails(self.target)
-            verdict = ("meets the target" if c.meets(self.target) else "FAILS" if fails
-                       else "not needed: a cheaper design meets the target" if self._beaten(c) else "still running")
-            failed += fails
-            out.append(f"  {c.line(self.target, self.cost)}  -> {verdict}")
+            failed += c.fails(self.target)
+            out.append(f"  {c.line(self.target, self.cost)}  -> {c.verdict(self.target, self._beaten(c))}")
         out.append(f"{failed} of {len(shown)} design{'s' if len(shown) > 1 else ''} failed confirmation")
         if self.best is None:
             out.append(f"best: no confirmed design meets the target {self.target:.2%} yet")

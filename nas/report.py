@@ -222,10 +222,10 @@ def summary(study: optuna.Study, df: pd.DataFrame | None = None) -> list[str]:
     lines.append(f"front: {len(front)} trials (validation accuracy against {cost}); {len(reached)} reached the "
                  f"target on validation" + (f", the cheapest is trial {reached.trial.iloc[0]}" if len(reached) else ""))
     found = _confirmations(study)
-    for c in sorted(found.values(), key=lambda c: (c.figures.get(cost) or 0)):
-        verdict = "meets the target" if c.meets(target) else "not done" if not c.done else "fails the target"
-        lines.append(f"confirmed {c.line(target, cost)} -> {verdict}")
     best = trials.best(found, target, cost)
+    for c in sorted(found.values(), key=lambda c: (c.figures.get(cost) or 0)):
+        beaten = best is not None and c is not best and (best.figures.get(cost) or 0) < (c.figures.get(cost) or 0)
+        lines.append(f"confirmed {c.line(target, cost)} -> {c.verdict(target, beaten)}")
     lines.append(f"best: {best.line(target, cost)}" if best else
                  "best: none yet (no design confirmed to meet the target in every seed)")
     return lines

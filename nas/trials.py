@@ -246,6 +246,18 @@ class Confirmation:
         """Every wanted seed has finished, and each one's final test accuracy reaches ``target``."""
         return self.done and self.passed(target) == len(self.accuracies)
 
+    def verdict(self, target: float, beaten: bool = False) -> str:
+        """What confirmation says of the design so far; ``beaten``: a cheaper design meets the target.
+
+        >>> Confirmation("ab12", "trial 3", {}, {1: 0.9936}, wanted=3).verdict(0.994)
+        'FAILS'
+        """
+        if self.meets(target):
+            return "meets the target"
+        if self.fails(target):
+            return "FAILS"
+        return "not needed: a cheaper design meets the target" if beaten else "still running"
+
     def line(self, target: float, cost: str = "params", name: str | None = None) -> str:
         size = self.figures.get(cost)
         shown = f"{size:,} {cost}" if isinstance(size, int) else f"{cost} {size:.3g}" if size is not None else ""

@@ -118,6 +118,10 @@ def test_summary_counts_and_best(searched):
     best = trials.best(trials.confirmations(existing(study)), 0.95)
     assert lines[-1] == f"best: {best.line(0.95)}" and best.meets(0.95)
     assert df.iloc[0].test_mean == best.mean  # the answer heads the table
+    # each confirmed design's verdict is the one confirmation printed (nas.trials.Confirmation.verdict)
+    verdicts = [line.rsplit(" -> ", 1)[1] for line in lines if line.startswith("confirmed ")]
+    assert "meets the target" in verdicts and set(verdicts) <= {
+        "meets the target", "FAILS", "not needed: a cheaper design meets the target", "still running"}
 
 
 def varied_study(storage=None) -> optuna.Study:

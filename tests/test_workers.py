@@ -580,3 +580,15 @@ def test_killing_the_coordinator_leaves_no_worker_and_workers_show_no_storage_ur
     rc, out, err = finish(worker(args, tmp_path, cache), timeout=240)  # the same command resumes
     assert rc == 0, (out, err)
     assert_study_total(trained(trials(url)), 5, [out], upto=None)
+
+
+def test_jobs_with_every_default_shares_the_default_storage(image_data, tmp_path):
+    """The README's main command names no --storage and no --results: the workers find the same
+    default study (runs/studies.db under the folder the command runs in)."""
+    data, cache = image_data
+    space = write_space(tmp_path, data, batch=4)
+    rc, out, err = finish(worker(["search", "--space", str(space), "--trials", "2", "--confirm", "0", "--jobs", "2"],
+                                 tmp_path, cache), timeout=240)
+    assert rc == 0 and "Traceback" not in err, (rc, out, err)
+    done = trained(trials(f"sqlite:///{tmp_path}/runs/studies.db"))
+    assert_study_total(done, 2, [out])
