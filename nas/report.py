@@ -123,8 +123,9 @@ def _note(t: optuna.trial.FrozenTrial) -> str:
 
 
 def _try(first: dict) -> str:
-    began = "diverged" if first["outcome"] == "nan" else f"at chance ({first['first']:.2%} at its first check)"
-    return f"{began} at lr {first['lr']:g}"
+    if first["outcome"] == "nan":
+        return f"diverged at lr {first['lr']:g}"
+    return f"{first['outcome']} at lr {first['lr']:g} ({first['accuracy']:.2%} after {first['at']:.0%} of the schedule)"
 
 
 def without_rejected(df: pd.DataFrame) -> pd.DataFrame:

@@ -15,14 +15,15 @@ from .errors import NasError
 from .train import TrainConfig, settings
 
 
-# A net that has not left chance at its first checkpoint is trained once more from the start at
-# this fraction of the peak learning rate (nets without BatchNorm sit at chance at lr 0.1).
+# A net that never leaves chance by the end of the warmup, or falls back to it (dead units), is
+# trained once more from the start at this fraction of the peak learning rate (nets without
+# BatchNorm collapse at lr 0.1).
 RETRY_LR = 0.1
 
 
 def rates(config: TrainConfig) -> tuple[float, ...]:
     """The peak learning rates a search trial may train at, in order: the schedule's, then one retry."""
-    return (config.lr, config.lr * RETRY_LR)
+    return (config.lr, float(f"{config.lr * RETRY_LR:.6g}"))  # 0.01, not 0.010000000000000002
 
 
 def epochs(space, options: dict | None = None) -> int:

@@ -272,12 +272,13 @@ class Objective:
         for lr in rates(self.config):  # a net stuck at chance, or diverging, trains again at a lower rate
             trial.set_user_attr("lr", lr)
             watch = _Watch(trial, self.forecast.calibrated(trials.full_curves(trial.study)), self.config.epochs,
-                           self.images_per_epoch, self.data.num_classes, fixed, self.stop)
+                           self.images_per_epoch, self.data.num_classes, self.config.warmup, fixed, self.stop)
             torch.manual_seed(self.cfg.seed)
             model = build(analysis.spec, analysis)  # the analysis the check just made: no second pass
             result = self._fit(trial, model, watch, replace(self.config, lr=lr))
-            tries.append({"lr": lr, "first": watch.curve[0][1] if watch.curve else None,
-                          "outcome": "nan" if result.status == "nan" else "at chance" if watch.stuck else "learned"})
+            tries.append({"lr": lr, "outcome": "nan" if result.status == "nan" else watch.stuck or "learned",
+                          "accuracy": watch.curve[-1][1] if watch.curve else None,
+                          "at": watch.curve[-1][0] if watch.curve else None})
             trial.set_user_attr("lr_tries", tries)
             if tries[-1]["outcome"] == "learned" or self.stop.requested:
                 break
@@ -300,7 +301,7 @@ class Objective:
         if watch.stuck:
             value = watch.curve[-1][1]
             trial.set_user_attr("status", "stuck")
-            trial.set_user_attr("message", f"stayed at chance ({value:.4f}){_rates_note(tried)}")
+            trial.set_user_attr("message", f"at chance ({value:.4f}){_rates_note(tried)}")
         elif watch.stopped is not None:
             where, value = watch.stopped[0], round(watch.stopped[1], 6)
             trial.set_user_attr("status", "stopped")
@@ -340,11 +341,14 @@ class _Watch:
     and stop it where even the optimistic forecast of its end misses the target."""
 
     def __init__(self, trial: optuna.Trial, forecast: Forecast, epochs: int, images_per_epoch: int, classes: int,
-                 fixed: bool, stop: Stop):
+                 warmup: float, fixed: bool, stop: Stop):
         self.trial, self.forecast, self.epochs, self.per_epoch = trial, forecast, epochs, images_per_epoch
-        self.classes = classes
+        self.classes, self.warmup = classes, warmup
         self.fixed, self.stop = fixed, stop  # a documented design trains its whole schedule
-        self.stuck = False  # at chance at the first checkpoint: its learning rate, not its size, is at fault
+        self.started = False  # left chance at some checkpoint
+        # "never left chance" (at its peak rate) or "fell back to chance" (dead units): its learning
+        # rate, not its size, is at fault, so no forecast judges it
+        self.stuck = ""
         self.curve: list[tuple[float, float]] = []
         self.accuracies: list[float] = []
         self.scores: dict[str, float] = {}
@@ -363,9 +367,13 @@ class _Watch:
     def _judge(self, fraction: float, acc: float, where: str) -> bool:
         self.curve.append((round(fraction, 6), acc))
         self.trial.set_user_attr("curve", self.curve)
-        if len(self.curve) == 1 and at_chance(acc, self.classes) and acc < self.forecast.target:
-            self.stuck = True
-            return True
+        if at_chance(acc, self.classes) and acc < self.forecast.target:
+            if self.started:
+                self.stuck = "fell back to chance"
+            elif fraction >= self.warmup:  # the rate has reached its peak, and still nothing
+                self.stuck = "never left chance"
+            return bool(self.stuck)  # while the rate still rises, a net at chance has not started yet
+        self.started = True
         if self.fixed or self.forecast.reachable(fraction, acc):
             return False
         self.stopped = (where, self.forecast.expected(fraction, acc))

@@ -334,12 +334,21 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 def _reinit(model: nn.Module, seed: int) -> None:
+    """Fresh weights from ``seed``. A net without BatchNorm gets He initialisation (normal, fan-in,
+    for ReLU) of its convs and linear layers: PyTorch's default shrinks the signal layer by layer,
+    and a plain stack of 7-9 ReLU convs then starts dead (at chance at every learning rate);
+    BatchNorm rescales the signal anyway, so BN nets keep the default."""
     torch.manual_seed(seed)
+    plain = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     for m in model.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
+        if plain and isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 _MALLOC_TUNED = False

@@ -266,15 +266,15 @@ def quadrant_data(n: int = 1100, test: int = 100):
 
 
 def test_a_net_without_bn_stuck_at_the_default_rate_trains_at_the_rate_the_search_picks(tmp_path):
-    """Without BatchNorm this net sits at chance (or diverges) at peak lr 3 for every seed tried, and
-    learns at 0.3: the search trains it again at the lower rate, records it, and confirms at it."""
+    """Without BatchNorm (He-initialised) this net stays at chance at peak lr 1 for every seed tried,
+    and learns at 0.1: the search trains it again at the lower rate, records it, and confirms at it."""
     from nas.train import train
 
     space = Space.from_dict({
         "name": "plain", "input": [1, 12, 12],
         "task": {"dataset": "quadrants", "target": 0.9, "max_epochs": 2, "validation": 100,
                  "constraints": {"classes": 4}},
-        "train": {"lr": 3.0, "batch_size": 16, "augment": False, "bn_recalibrate": 0},
+        "train": {"lr": 1.0, "batch_size": 16, "augment": False, "bn_recalibrate": 0},
         "blocks": {"f": [{"conv": {"out": 8, "padding": 1}}, "relu", "maxpool", {"conv": {"out": 8, "padding": 1}},
                          "relu", "maxpool", {"conv": {"out": 4}}, "flatten", "logsoftmax"]}})
     rates = []
@@ -287,29 +287,55 @@ def test_a_net_without_bn_stuck_at_the_default_rate_trains_at_the_rate_the_searc
     out = run(cfg, data=quadrant_data(), train_fn=recording)
     t = optuna.load_study(study_name="plain", storage=cfg.storage).trials[0]
     first, second = t.user_attrs["lr_tries"]  # the two tries, side by side
-    assert first["lr"] == 3.0 and first["outcome"] in ("at chance", "nan") and t.user_attrs["lr"] == pytest.approx(0.3)
-    assert second == {"lr": pytest.approx(0.3), "first": pytest.approx(t.user_attrs["curve"][0][1]), "outcome": "learned"}
+    assert first["lr"] == 1.0 and first["outcome"] in ("never left chance", "fell back to chance", "nan")
+    assert t.user_attrs["lr"] == second["lr"] == 0.1
+    assert second["outcome"] == "learned" and second["accuracy"] == t.user_attrs["curve"][-1][1]
     assert t.user_attrs["status"] in ("complete", "target_met") and t.values[0] > 0.9
     assert out.retried == 1 and out.stuck == 0
-    assert rates == [3.0, pytest.approx(0.3), pytest.approx(0.3)]  # the search's two tries, then confirmation
+    assert rates == [1.0, 0.1, 0.1]  # the search's two tries, then confirmation
     assert out.confirmed.best is not None and out.confirmed.best.accuracies[0] > 0.9
     from nas.report import trials_frame
     row = trials_frame(optuna.load_study(study_name="plain", storage=cfg.storage)).iloc[0]
-    assert row.lr == pytest.approx(0.3) and "at lr 3: trained again at lr 0.3" in row.note
+    assert row.lr == 0.1 and "at lr 1 (" in row.note and "): trained again at lr 0.1" in row.note
 
 
-def test_a_net_at_chance_at_every_rate_is_stuck_and_tells_the_sampler(tmp_path):
-    """Two tries (the schedule's rate, then a tenth of it), each stopped at its first checkpoint."""
-    tried = []
-
-    def at_chance(model, data, config, on_epoch=None, rungs=(), on_rung=None):
+def chance_then(curve: list[float], tried: list):
+    """A trainer whose net scores ``curve`` at its epochs (rungs off), recording each peak rate."""
+    def fit(model, data, config, on_epoch=None, rungs=(), on_rung=None):
         tried.append(config.lr)
-        stopped = on_rung(rungs[0], 0.26) if rungs else on_epoch(1, 0.26)
-        return FakeTrainer.result([] if rungs else [0.26], "stopped" if stopped else "complete")
+        accs = []
+        for epoch, acc in enumerate(curve, start=1):
+            accs.append(acc)
+            if on_epoch(epoch, acc):
+                return FakeTrainer.result(accs, "stopped")
+        return FakeTrainer.result(accs, "complete")
+    return fit
 
-    cfg = config(tmp_path, trials=1, enqueue=("small_one",))
-    out = run(cfg, data=tiny_data(train=400), train_fn=at_chance)
+
+def test_a_net_at_chance_once_its_rate_peaks_is_retried_then_stuck_and_tells_the_sampler(tmp_path):
+    """A toy schedule of 4 epochs warms up over its first 0.8: at chance through epoch 3 is "not
+    started yet"; still at chance at epoch 4 (the peak passed), it trains again at a tenth of the rate."""
+    tried = []
+    cfg = config(tmp_path, trials=1, enqueue=("small_one",), halving=0, train_options={"warmup": 0.8})
+    out = run(cfg, data=tiny_data(train=400), train_fn=chance_then([0.26, 0.25, 0.26, 0.27], tried))
     t = optuna.load_study(study_name="toy", storage=cfg.storage).trials[0]
-    assert tried == [0.1, pytest.approx(0.01)] and out.stuck == 1 and out.trained == 1
-    assert t.state == TrialState.COMPLETE and t.user_attrs["status"] == "stuck" and t.values[0] == 0.26
-    assert t.constraints["short"] > 0 and "stayed at chance (0.2600) at lr 0.1 and 0.01" in t.user_attrs["message"]
+    assert tried == [0.1, 0.01] and out.stuck == 1 and out.trained == 1
+    assert [x["outcome"] for x in t.user_attrs["lr_tries"]] == ["never left chance"] * 2
+    assert t.state == TrialState.COMPLETE and t.user_attrs["status"] == "stuck" and t.values[0] == 0.27
+    assert t.constraints["short"] > 0 and "at chance (0.2700) at lr 0.1 and 0.01" in t.user_attrs["message"]
+
+
+def test_a_net_that_falls_back_to_chance_is_retried_at_once_and_a_slow_start_is_not(tmp_path):
+    tried = []
+    cfg = config(tmp_path, trials=1, enqueue=("small_one",), halving=0, study_name="fell")
+    run(cfg, data=tiny_data(train=400), train_fn=chance_then([0.6, 0.25, 0.9, 0.97], tried))
+    t = optuna.load_study(study_name="fell", storage=cfg.storage).trials[0]
+    assert tried == [0.1, 0.01], "dead units after a good start: the rate, not the net"
+    assert t.user_attrs["lr_tries"][0]["outcome"] == "fell back to chance" and t.user_attrs["lr"] == 0.01
+    tried.clear()  # at chance while the rate still rises (warmup 0.2 of 4 epochs ends inside epoch 1)
+    cfg = config(tmp_path, trials=1, enqueue=("small_one",), halving=0, study_name="slow",
+                 train_options={"warmup": 0.5})
+    run(cfg, data=tiny_data(train=400), train_fn=chance_then([0.25, 0.9, 0.96, 0.97], tried))
+    t = optuna.load_study(study_name="slow", storage=cfg.storage).trials[0]
+    assert tried == [0.1] and t.user_attrs["status"] == "complete" and t.values[0] == 0.97, \
+        "a slow start is neither retried nor stopped"
