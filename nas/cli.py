@@ -59,6 +59,13 @@ def _constraint_options(f):
     return f
 
 
+def _storage_option(f, more: str = ""):
+    return click.option("--storage", envvar="NAS_STORAGE",
+                        help="Optuna storage URL: sqlite:///..., postgresql://..., journal:PATH [default: "
+                        "sqlite:///RESULTS/studies.db; env NAS_STORAGE, which keeps a password out of `ps`]. "
+                        + more)(f)
+
+
 def _results_option(f):
     return click.option("--results", envvar="NAS_RESULTS", type=click.Path(file_okay=False),
                         help="Folder for studies.db and RESULTS/<study>/ (weights, specs, reports) "
@@ -151,8 +158,7 @@ def check(design, **limits) -> None:
 @main.command("export")
 @click.argument("design", required=False)
 @click.option("--study", help="Study to export a trial from (needed when the storage holds several).")
-@click.option("--storage", envvar="NAS_STORAGE",
-              help="Optuna storage URL [default: sqlite:///RESULTS/studies.db; env NAS_STORAGE].")
+@_storage_option
 @_results_option
 @click.option("--trial", default="best", show_default=True, metavar="N|best",
               help="A search trial's number, or the study's best design: the cheapest confirmed to meet the target.")
@@ -230,10 +236,7 @@ def space_cmd(name, exact_limit, samples, search_budget, seed) -> None:
 
 def _search_options(f):
     f = click.option("--study", help="Study name [default: the space's name].")(f)
-    f = click.option("--storage", envvar="NAS_STORAGE",
-                     help="Optuna storage URL: sqlite:///..., postgresql://..., journal:PATH "
-                     "[default: sqlite:///RESULTS/studies.db; env NAS_STORAGE, which keeps a password out of `ps`]. "
-                     "Workers sharing one storage share the study.")(f)
+    f = _storage_option(f, "Workers sharing one storage share the study.")
     f = _results_option(f)
     f = _data_options(f)
     f = click.option("--seed", default=0, show_default=True, help="Sampler, training and validation-split seed.")(f)
@@ -379,8 +382,7 @@ def _results(results) -> dict:
 
 @main.command("confirm")
 @click.option("--study", help="Study name (needed when the storage holds several).")
-@click.option("--storage", envvar="NAS_STORAGE",
-              help="Optuna storage URL [default: sqlite:///RESULTS/studies.db; env NAS_STORAGE].")
+@_storage_option
 @_results_option
 @_data_options
 @_confirm_options
@@ -428,8 +430,7 @@ def _space_of(study):
 @click.argument("design")
 @click.option("--space", "space_name", help="Space whose task DESIGN is confirmed on [default: one that lists it].")
 @click.option("--study", help="Study name [default: the space's name].")
-@click.option("--storage", envvar="NAS_STORAGE",
-              help="Optuna storage URL [default: sqlite:///RESULTS/studies.db; env NAS_STORAGE].")
+@_storage_option
 @_results_option
 @_data_options
 @click.option("--seeds", type=click.IntRange(1, 20), help="Confirmation seeds [default: the task's, 3].")
@@ -570,8 +571,7 @@ def _dataset_for(shape) -> str:
 
 @main.command("report")
 @click.option("--study", help="Study name (needed when the storage holds several).")
-@click.option("--storage", envvar="NAS_STORAGE",
-              help="Optuna storage URL [default: sqlite:///RESULTS/studies.db; env NAS_STORAGE].")
+@_storage_option
 @_results_option
 @click.option("--all", "show_all", is_flag=True, help="Also list rejected candidates (trials.csv always has every trial).")
 def report_cmd(study, storage, results, show_all) -> None:

@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .errors import NasError
 
 
@@ -59,8 +61,6 @@ def save_torch(path: str | Path, obj: Any, what: str, fix: str) -> Path:
     """``torch.save(obj)`` through :func:`write_atomic`. Serialised in memory first: these nets' weights
     are small, and a full disk then fails as an OSError with the size needed (``torch.save`` to a
     file fails with a RuntimeError that names neither)."""
-    import torch
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     return write_atomic(path, buf.getvalue(), what, fix)
@@ -73,8 +73,6 @@ def non_finite(state_dict: dict) -> list[str]:
     >>> non_finite({"a": torch.ones(2), "b": torch.tensor([1.0, float("nan")]), "n": torch.tensor(3)})
     ['b']
     """
-    import torch
-
     return [k for k, v in state_dict.items()
             if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 

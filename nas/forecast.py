@@ -123,9 +123,9 @@ def _end(fraction: float, accuracy: float, k: float) -> float:
 
 
 def at_chance(accuracy: float, classes: int) -> bool:
-    """Whether a net scores within a tenth of the way from guessing to perfect. At its first
-    checkpoint such a net is not slow but stuck (dead units, or a diverging learning rate), and more
-    of the same schedule will not move it.
+    """Whether a net scores within a tenth of the way from guessing to perfect: it has not started
+    learning, or has lost its units. The search judges such a net by its learning rate, not by a
+    forecast (:class:`nas.search._Watch`).
 
     >>> at_chance(0.1768, 10), at_chance(0.95, 10), at_chance(0.54, 2)
     (True, False, True)

@@ -16,8 +16,7 @@ from .train import TrainConfig, settings
 
 
 # A net that never leaves chance by the end of the warmup, or falls back to it (dead units), is
-# trained once more from the start at this fraction of the peak learning rate (nets without
-# BatchNorm collapse at lr 0.1).
+# trained once more from the start at this fraction of the peak learning rate.
 RETRY_LR = 0.1
 
 

@@ -268,11 +268,12 @@ class Objective:
     def _train(self, trial: optuna.Trial, analysis, cost: float, fixed: bool) -> tuple[float, float]:
         trial.set_user_attr("trained", True)
         trial.set_user_attr("threads", torch.get_num_threads())
-        tries: list[dict] = []  # each peak rate tried, and how its run began: kept side by side
+        forecast = self.forecast.calibrated(trials.full_curves(trial.study))
+        tries: list[dict] = []  # each peak rate tried, and how its run ended: kept side by side
         for lr in rates(self.config):  # a net stuck at chance, or diverging, trains again at a lower rate
             trial.set_user_attr("lr", lr)
-            watch = _Watch(trial, self.forecast.calibrated(trials.full_curves(trial.study)), self.config.epochs,
-                           self.images_per_epoch, self.data.num_classes, self.config.warmup, fixed, self.stop)
+            watch = _Watch(trial, forecast, self.config.epochs, self.images_per_epoch, self.data.num_classes,
+                           self.config.warmup, fixed, self.stop)
             torch.manual_seed(self.cfg.seed)
             model = build(analysis.spec, analysis)  # the analysis the check just made: no second pass
             result = self._fit(trial, model, watch, replace(self.config, lr=lr))

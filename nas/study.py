@@ -97,26 +97,20 @@ def mend_journal(path: Path) -> str:
     >>> j.read_bytes(), mend_journal(j)
     (b'{"op_code": 0}\\n{"op_code": 1}\\n', '')
     """
-    import json
-
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:  # every open of the storage looks: read only the tail, unless it is torn
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 65536))
+            tail = f.read()
     except FileNotFoundError:
         return ""
     except OSError as err:
         raise NasError(f"cannot read journal {path}: {err.strerror}; check the path") from None
-    end = len(data)
-    while end:  # back over trailing lines that are not whole JSON entries
-        start = data.rfind(b"\n", 0, end - 1) + 1
-        line = data[start:end]
-        try:
-            if line.endswith(b"\n") and isinstance(json.loads(line), dict):
-                break
-        except ValueError:
-            pass
-        end = start
-    if end == len(data):
+    whole = len(tail) == size
+    if _whole_entries(tail, partial_start=not whole) == len(tail):
         return ""
+    data = tail if whole else path.read_bytes()
+    end = _whole_entries(data, partial_start=False)
     torn = path.with_name(path.name + ".torn")
     try:
         with open(torn, "ab") as f:
@@ -254,6 +248,27 @@ def _connection_lost(err: Exception) -> bool:
     if type(orig).__module__ == "sqlite3":  # e.g. a read-only file is no outage: only a lock passes
         return "locked" in str(orig) or "busy" in str(orig)
     return True
+
+
+def _whole_entries(data: bytes, partial_start: bool) -> int:
+    """How many leading bytes of ``data`` end with a complete JSON entry, walking back over trailing
+    lines that are not one. ``partial_start``: ``data`` begins mid-line (a tail), so reaching its first
+    line decides nothing: -1."""
+    import json
+
+    end = len(data)
+    while end:
+        start = data.rfind(b"\n", 0, end - 1) + 1
+        if start == 0 and partial_start:
+            return -1
+        line = data[start:end]
+        try:
+            if line.endswith(b"\n") and isinstance(json.loads(line), dict):
+                return end
+        except ValueError:
+            pass
+        end = start
+    return end
 
 
 def _file_fault(err: Exception) -> str:

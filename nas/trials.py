@@ -18,10 +18,12 @@ the test set is never read while searching. User attributes:
 ``stopped_at``         where a ``stopped`` trial was stopped (``"30,506 images"``, ``"epoch 3"``)
 ``predicted``          a ``stopped`` trial's forecast final validation accuracy (its objective value)
 ``lr``                 the peak learning rate of the run that counts (confirmation trains at it too)
-``lr_tries``           each peak rate tried, in order: ``{"lr", "first": validation accuracy at the
-                       first checkpoint, "outcome": "learned" | "at chance" | "nan"}``. A net at chance
-                       there, or diverging, trains again from the start at a lower rate
-                       (:func:`nas.schedule.rates`); status ``stuck`` when no rate moved it
+``lr_tries``           each peak rate tried, in order: ``{"lr", "outcome": "learned" | "never left
+                       chance" | "fell back to chance" | "nan", "accuracy" and "at": the last check's
+                       validation accuracy and fraction of the schedule}``. A net still at chance once
+                       its rate has peaked, fallen back to chance, or diverging trains again from the
+                       start at a lower rate (:func:`nas.schedule.rates`); status ``stuck`` when no
+                       rate moved it
 ``target_epoch``       first epoch whose validation accuracy reached the target, or None
 ``reached_target``     the validation accuracy reached the target (a hint, not a result: see below)
 ``seconds``            training wall time

@@ -177,3 +177,16 @@ def test_an_sqlite_file_that_refuses_writes_mid_search_is_one_line(fault):
                                        "space or make the database file writable, then rerun the same command"):
         studies._retrying(refuse)(store, 1, "x")
     assert len(calls) == 1, "retried a fault that waiting cannot mend"
+
+
+def test_a_long_journal_is_mended_even_when_its_torn_entry_outruns_the_tail_read(tmp_path):
+    import json
+
+    from nas.study import mend_journal
+
+    whole = "".join(json.dumps({"op_code": 5, "x": "y" * 3000}) + "\n" for _ in range(100))  # 300 KB
+    journal = tmp_path / "j.log"
+    journal.write_text(whole)
+    assert mend_journal(journal) == "" and journal.read_text() == whole
+    journal.write_text(whole + '{"op_code": 1, "x": "' + "z" * 70000)  # torn, and longer than the tail read
+    assert "cut short (70,021 bytes" in mend_journal(journal) and journal.read_text() == whole
