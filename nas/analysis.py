@@ -88,7 +88,13 @@ class _AxisRF:
 
 
 def analyse(spec: Spec) -> Analysis:
-    """Analyse ``spec``; raise :class:`SpecError` naming the first layer that does not fit."""
+    """Analyse ``spec``; raise :class:`SpecError` naming the first layer that does not fit.
+
+    >>> from nas import analyse, load_design
+    >>> a = analyse(load_design("seed001"))
+    >>> a.params, a.rf, list(a.out_shape)
+    (18666, 54, [10])
+    """
     shape: ops.Shape = tuple(spec.input)
     axes = [_AxisRF(), _AxisRF()]
     rows = []

@@ -37,7 +37,13 @@ class Net(nn.Module):
 
 def build(spec: Spec, analysis: Analysis | None = None) -> Net:
     """A fresh, randomly initialised module for ``spec`` (validated by :func:`analyse`; pass the
-    analysis when there is one already)."""
+    analysis when there is one already).
+
+    >>> import torch
+    >>> from nas import build, load_design
+    >>> build(load_design("seed001"))(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
     analysis = analysis or analyse(spec)
     _fits_in_memory(analysis)
     blocks: dict[str, list[nn.Module]] = {b.name: [] for b in spec.blocks}

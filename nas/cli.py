@@ -13,7 +13,6 @@ from . import registry
 from .analysis import analyse
 from .constraints import FEATURES, Constraints, class_scores
 from .errors import NasError
-from .jobs import argv
 from .summary import format_checklist, format_table
 
 
@@ -175,20 +174,20 @@ def export(design, study, storage, results, trial, weights, out, **limits) -> No
     """
     from pathlib import Path
 
-    from . import export as exporting
+    from .export import UNTRAINED, export as write_export, from_design, from_study
 
     if design and (study or trial != "best"):
         raise NasError("give a DESIGN or --study/--trial, not both; --weights goes with DESIGN")
     if design:
-        src = exporting.from_design(design, weights, _constraints(**limits))
+        src = from_design(design, weights, _constraints(**limits))
     elif weights:
         raise NasError("--weights needs a DESIGN to load them into, e.g. nas export seed001 --weights FILE")
     else:
-        src = exporting.from_study(study, _storage(storage, results), trial, results)
+        src = from_study(study, _storage(storage, results), trial, results)
     # A name from a spec file may hold "/" or "..": the default folder stays inside export/.
     safe = "".join(c if c.isalnum() or c in "_-+=@" else "_" for c in src.name).strip("_") or "model"
-    folder = exporting.export(src.spec, Path(out or Path("export") / safe), src.state_dict, src.constraints, src.meta)
-    click.echo(f"wrote {folder}/model.py, weights.pt, spec.yaml ({src.meta.get('weights', exporting.UNTRAINED)})")
+    folder = write_export(src.spec, Path(out or Path("export") / safe), src.state_dict, src.constraints, src.meta)
+    click.echo(f"wrote {folder}/model.py, weights.pt, spec.yaml ({src.meta.get('weights', UNTRAINED)})")
 
 
 @main.command("spaces")
@@ -251,26 +250,12 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed instead
 
 
-def _run_search(cfg, jobs: int = 1, worker_args: list[str] | None = None) -> None:
-    """One worker here, or ``jobs`` worker processes and then a last pass here that finishes
-    whatever they left (a killed worker's trial) and prints the summary."""
-    import time
-
-    from . import jobs as workers
-    from .search import describe, prepare, run
+def _run_search(cfg, jobs: int = 1) -> None:
+    """The search (:func:`nas.search.execute`: ``jobs`` workers, then a last pass here), then its summary."""
+    from .search import describe, execute
 
     _quiet_optuna()
-    started, data = time.perf_counter(), None
-    cfg.started = started  # the last pass after the workers starts nothing once --timeout has passed
-    if jobs > 1:
-        _, data = prepare(cfg)  # every check once, here, and the study made before any worker races to
-        store = {"NAS_STORAGE": cfg.storage} if cfg.storage else None  # None: the default, theirs as ours
-        codes = workers.run_workers(["search", *worker_args, "--worker"], jobs, env=store)
-        if any(code != 0 for code in codes):
-            _workers_failed(codes, cfg.name)
-        cfg.quiet = True
-    outcome = run(cfg, data=data, on_trial=_print_trial, on_run=_print_run)
-    outcome.seconds = time.perf_counter() - started
+    outcome = execute(cfg, jobs, on_trial=_print_trial, on_run=_print_run, signals=True)
     if cfg.quiet and jobs == 1:  # a worker of --jobs: the coordinator sums up
         sys.exit(130 if outcome.interrupted else 0)
     for line in describe(outcome, cfg):
@@ -282,14 +267,6 @@ def _run_search(cfg, jobs: int = 1, worker_args: list[str] | None = None) -> Non
 def _interrupted(name: str) -> None:
     click.echo(f"interrupted: every finished trial is saved; run the same command to resume study {name}", err=True)
     sys.exit(130)
-
-
-def _workers_failed(codes: list[int], name: str) -> None:
-    if 130 in codes or -2 in codes:
-        _interrupted(name)
-    worst = next(c for c in codes if c != 0)
-    raise NasError(f"{sum(c != 0 for c in codes)} of {len(codes)} workers failed (exit code {worst}, see above); "
-                   f"fix what they said and run the same command to resume study {name}")
 
 
 def _print_trial(t) -> None:
@@ -335,8 +312,7 @@ def _print_run(t) -> None:
               "as well as after each epoch, and stop those whose forecast end misses the target (0: epochs only).")
 @click.option("--worker", is_flag=True, hidden=True, help="Run as one of --jobs workers: no summary.")
 @_search_options
-@click.pass_context
-def search(ctx, space_name, trials, timeout, enqueue, study, storage, results, data_dir, device, train_limit, seed,
+def search(space_name, trials, timeout, enqueue, study, storage, results, data_dir, device, train_limit, seed,
            finish, confirm_top, seeds, jobs, halving, worker) -> None:
     """Search SPACE: check every candidate analytically, train the valid ones, confirm the cheapest.
 
@@ -363,8 +339,7 @@ def search(ctx, space_name, trials, timeout, enqueue, study, storage, results, d
         from .jobs import default_jobs
         from .train import pick_device
         jobs = default_jobs(pick_device(device).type)
-    # every worker on the one storage, given in its environment: a password in argv is visible in `ps`
-    _run_search(cfg, jobs, argv(ctx.command, ctx.params, drop=("jobs", "worker", "storage")) if jobs > 1 else None)
+    _run_search(cfg, jobs)
 
 
 def _storage(storage, results):
@@ -396,34 +371,16 @@ def confirm_cmd(study, storage, results, data_dir, device, train_limit, confirm_
 
     Example: nas confirm --study mnist_squeeze --data-dir ../shared/data
     """
-    from . import study as studies
-    from .confirm import confirm
-    from .search import SearchConfig, check_data, load_data
+    from .search import confirm
 
-    s = studies.load(study, _storage(storage, results), heartbeat=True)
-    cfg = SearchConfig(_space_of(s), s.study_name, _storage(storage, results), data_dir=data_dir, device=device,
-                       train_limit=train_limit, confirm=confirm_top, seeds=seeds, **_results(results))
     _quiet_optuna()
-    data = load_data(cfg)
-    check_data(cfg.space, data)
-    done = confirm(cfg, s, data, on_run=_print_run)
+    done = confirm(study, storage=_storage(storage, results), results=results, data_dir=data_dir, device=device,
+                   train_limit=train_limit, designs=confirm_top, seeds=seeds, on_run=_print_run, signals=True)
     for line in done.lines():
         click.echo(line)
     if done.interrupted:
         click.echo(f"interrupted: every finished run is saved; run the same command to resume", err=True)
         sys.exit(130)
-
-
-def _space_of(study):
-    """The space a study was made for: by name, else by the file it was loaded from."""
-    from .space import Space
-
-    name = study.user_attrs.get("space")
-    if name is None:
-        raise NasError(f"study {study.study_name} records no search space; it was not made by `nas search`")
-    if name in registry.spaces():
-        return Space.load(name)
-    return Space.load(study.user_attrs.get("space_file", name))
 
 
 @main.command()
@@ -502,28 +459,17 @@ def train_cmd(design, dataset, data_dir, epochs, target, stop_at_target, device,
     """
     import time
 
-    import torch
+    from .train import design_run
 
-    from . import data as datasets
-    from .build import build
-    from .train import pick_device, settings, train
-
-    spec = registry.load_design(design)
-    a = analyse(spec)
     if save:
         _writable_file(save)  # before training: weights that cannot be saved would be lost
-    name = dataset or _dataset_for(spec.input)
-    dev = pick_device(device)
-    data = datasets.load(name, data_dir=data_dir, device=dev)
-    data.check_fits(a.spec.input, a.out_shape, design)
-    if train_limit:
-        data = data.subset(train=train_limit, seed=seed)
-    options = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, cutout=cutout).items() if v is not None}
-    config = settings(options, source="nas train", seed=seed, device=str(dev), target=target,
-                      stop_at_target=stop_at_target, augment=not no_augment, bf16="auto" if bf16 is None else bf16,
-                      compile=compile_)
-    click.echo(f"{spec.name}: {a.params:,} params on {data.name} "
-               f"({len(data.y_train):,} train / {len(data.y_test):,} test images), {config.epochs} epochs, {dev}")
+    run = design_run(design, dataset, data_dir, device, train_limit, epochs=epochs, batch_size=batch_size, lr=lr,
+                     cutout=cutout, seed=seed, target=target, stop_at_target=stop_at_target, augment=not no_augment,
+                     bf16="auto" if bf16 is None else bf16, compile=compile_)
+    a, data, config, model = run.analysis, run.data, run.config, run.model
+    click.echo(f"{a.spec.name}: {a.params:,} params on {data.name} "
+               f"({len(data.y_train):,} train / {len(data.y_test):,} test images), {config.epochs} epochs, "
+               f"{config.device}")
     last = [time.perf_counter()]
 
     def on_epoch(epoch: int, acc: float) -> None:
@@ -531,9 +477,8 @@ def train_cmd(design, dataset, data_dir, epochs, target, stop_at_target, device,
         click.echo(f"epoch {epoch:>3}: test accuracy {acc:.4f}  ({now - last[0]:.1f}s)")
         last[0] = now
 
-    model = build(spec)
     last[0] = time.perf_counter()
-    result = train(model, data, config, on_epoch=on_epoch)
+    result = run.train(on_epoch=on_epoch)
     if target is not None:
         met = f"first met at epoch {result.target_epoch}" if result.target_epoch else "not met"
         click.echo(f"target {target}: {met}")
@@ -557,16 +502,6 @@ def _writable_file(path: str) -> None:
         raise NasError(f"cannot save weights to {path}: folder {folder} does not exist; create it or pass another --save")
     if not os.access(folder, os.W_OK) or Path(path).is_dir():
         raise NasError(f"cannot save weights to {path}: not writable; pass another --save")
-
-
-def _dataset_for(shape) -> str:
-    """The first known dataset of that input shape (mnist before fashion_mnist)."""
-    from .data import DATASETS
-
-    name = next((info.name for info in DATASETS.values() if info.shape == tuple(shape)), None)
-    if name is None:
-        raise NasError(f"no default dataset for input {list(shape)}: pass --dataset NAME or an image folder path")
-    return name
 
 
 @main.command("report")

@@ -126,7 +126,7 @@ def _figures(attrs: dict) -> dict:
 
 
 def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on_run: Callable | None = None,
-            designs: tuple[str, ...] = ()) -> Confirmed:
+            designs: tuple[str, ...] = (), signals: bool = True) -> Confirmed:
     """Queue and train the confirmation runs of the study's chosen candidates (``cfg.confirm`` of
     them) and of the documented ``designs``; return every design's figures so far."""
     from .analysis import analyse
@@ -151,7 +151,7 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
     asked = list(planned)
     data = data.subset(train=cfg.train_limit, seed=cfg.seed) if cfg.train_limit else data
     out = Confirmed(task.target, task.cost, epochs, len(data.y_train), asked=asked)
-    with Stop() as stop:
+    with Stop(signals, cfg.quiet) as stop:
         out.trained = _work(cfg, runs, data, train_fn, stop, on_run)
     out.interrupted = stop.requested
     out.found = trials.confirmations(runs, seeds, epochs)

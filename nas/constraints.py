@@ -34,6 +34,14 @@ class Result:
 
 @dataclass(frozen=True)
 class Constraints:
+    """Hard limits a net must meet; each one's result comes from :meth:`check`.
+
+    >>> from nas import Constraints, analyse, load_design
+    >>> c = Constraints.from_dict({"max_params": 20000, "min_rf": 44, "require": "gap"})
+    >>> [(r.name, r.ok) for r in c.check(analyse(load_design("seed001")))][:2]
+    [('params < 20,000', True), ('RF > 44', True)]
+    """
+
     max_params: int | None = None
     min_rf: int | None = None
     max_rf: int | None = None

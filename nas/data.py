@@ -181,6 +181,11 @@ def load(name: str, data_dir: str | Path | None = None, device: str | torch.devi
     """The dataset ``name`` (or an image folder path) as :class:`TensorData` on ``device``.
 
     Raises :class:`NasError` with the fix when the data is missing, corrupt or unreadable.
+
+    >>> from nas import load_dataset
+    >>> data = load_dataset("mnist", data_dir="../shared/data")  # no data_dir: downloaded to ~/.cache/nas
+    >>> len(data.y_train), len(data.y_test), data.shape
+    (60000, 10000, (1, 28, 28))
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()

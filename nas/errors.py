@@ -2,7 +2,15 @@
 
 
 class NasError(Exception):
-    """A user-facing error. ``str(err)`` is a single line: what went wrong and how to fix it."""
+    """A user-facing error. ``str(err)`` is a single line: what went wrong and how to fix it.
+
+    >>> from nas import NasError, load_design
+    >>> try:
+    ...     load_design("seed999")
+    ... except NasError as err:
+    ...     print(str(err).split(";")[0])
+    unknown design 'seed999' (known: ...)
+    """
 
 
 class SpecError(NasError):

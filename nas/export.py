@@ -35,6 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 from torch import nn
 
@@ -237,6 +238,13 @@ def export(spec: Spec, out_dir: Path, state_dict: dict | None = None, constraint
     """Write ``out_dir/model.py``, ``weights.pt`` and ``spec.yaml``; return ``out_dir``.
 
     Without ``state_dict`` the weights are a fresh build seeded with ``torch.manual_seed(0)``.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from nas import export, load_design
+    >>> folder = export(load_design("seed001"), Path(tempfile.mkdtemp()) / "seed001")
+    >>> sorted(p.name for p in folder.iterdir())
+    ['model.py', 'spec.yaml', 'weights.pt']
     """
     out_dir = Path(out_dir)
     meta = dict(meta or {})
@@ -295,13 +303,24 @@ def _shapes_of(spec: Spec) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class Source:
-    """Everything :func:`export` needs, and a default name for the output directory."""
+    """A net and where its weights came from: everything :func:`export` needs, and a default name
+    for the output directory. :func:`best` returns one."""
 
     spec: Spec
     state_dict: dict | None
     constraints: Constraints | None
     meta: dict[str, Any]
     name: str
+
+    def model(self) -> nn.Module:
+        """The net with these weights, in eval mode (untrained, seeded with 0, when there are none)."""
+        net = build(self.spec)
+        net.load_state_dict(self.state_dict if self.state_dict is not None else _fresh_weights(self.spec))
+        return net.eval()
+
+    def export(self, out_dir: str | Path) -> Path:
+        """Write ``model.py``, ``weights.pt`` and ``spec.yaml`` into ``out_dir`` (see :func:`export`)."""
+        return export(self.spec, Path(out_dir), self.state_dict, self.constraints, self.meta)
 
 
 def from_design(design: str, weights: str | Path | None = None,
@@ -358,6 +377,26 @@ def from_study(study: str | None = None, storage: str | None = None, trial: int 
                        "before saving); pick another with --trial N, or export its spec as a DESIGN")
     state = load_weights(_weights_path(s, rel, f"trial {t.number}", dirs))
     return Source(spec, state, constraints, _trial_meta(s, t, storage), f"{s.study_name}_trial{t.number}")
+
+
+def best(study, storage: str | None = None, results: str | Path | None = None) -> Source:
+    """The study's best design with its weights: the cheapest confirmed to meet the target in every
+    seed (:func:`nas.trials.best`). ``study`` is what :func:`nas.search` returned, an Optuna study,
+    or a study's name (in ``storage``, else in ``results``' ``studies.db``).
+
+    >>> from nas import best
+    >>> net = best("mnist_squeeze", results="results").model()
+    >>> sum(p.numel() for p in net.parameters())
+    9970
+    """
+    results = results if results is not None else getattr(study, "results", None)
+    study = getattr(study, "study", study)  # a search's Outcome
+    if not isinstance(study, optuna.Study):
+        return from_study(study, storage or (f"sqlite:///{Path(results) / 'studies.db'}" if results else None),
+                          "best", results)
+    constraints = Constraints.from_dict(study.user_attrs.get("constraints"))
+    shown = storage or getattr(study._storage, "shown_url", "its storage")
+    return _best(study, constraints, _results_dirs(storage or "", results), shown)
 
 
 def _best(s, constraints: Constraints, dirs: list[Path], storage: str) -> Source:

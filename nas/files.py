@@ -16,6 +16,8 @@ link or not.
 'new'
 >>> (folder / "elsewhere.txt").read_text(), (folder / "out.txt").is_symlink()
 ('keep me', False)
+>>> (folder / "out.txt").stat().st_mode & 0o777 == (folder / "elsewhere.txt").stat().st_mode & 0o777
+True
 """
 from __future__ import annotations
 
@@ -32,6 +34,15 @@ import torch
 from .errors import NasError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once: os.umask can only be read by setting it
+
+
 def write_atomic(path: str | Path, data: bytes | str, what: str, fix: str) -> Path:
     """Write ``data`` to ``path`` atomically (see the module). On failure raise a one-line
     :class:`NasError` naming ``what`` could not be written, why, and ``fix``; nothing is left behind."""
@@ -44,6 +55,7 @@ def write_atomic(path: str | Path, data: bytes | str, what: str, fix: str) -> Pa
         raise NasError(f"cannot write {what} in {path.parent}: {err.strerror or err}; {fix}") from None
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # as open() would make it: mkstemp's 0600 hides it from a team
             _write(f, payload, tmp)
             f.flush()
             os.fsync(f.fileno())

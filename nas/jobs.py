@@ -4,17 +4,7 @@
 workers share trials is in :mod:`nas.search`), waits for them, then finishes what is left and
 prints the summary. The workers run in their own process group: a Ctrl-C reaches the coordinator
 alone, which passes exactly one on to each worker (a second Ctrl-C passes a second: abort now).
-
->>> import click
->>> @click.command()
-... @click.option("--space")
-... @click.option("--trials", default=20)
-... @click.option("--finish", is_flag=True)
-... @click.option("--enqueue", multiple=True)
-... @click.option("--jobs", default=1)
-... def cmd(space, trials, finish, enqueue, jobs): ...
->>> argv(cmd, dict(space="mnist_tiny", trials=20, finish=True, enqueue=("seed001",), jobs=2), drop=("jobs",))
-['--space', 'mnist_tiny', '--finish', '--enqueue', 'seed001']
+The workers' arguments come from :func:`nas.search.worker_args`.
 """
 from __future__ import annotations
 
@@ -23,7 +13,7 @@ import signal
 import subprocess
 import sys
 
-import click
+from .workers import STOPPING
 
 
 def cores() -> int:
@@ -50,33 +40,22 @@ def threads(jobs: int) -> int:
     return max(1, cores() // jobs)
 
 
-def argv(command: click.Command, params: dict, drop: tuple[str, ...] = ()) -> list[str]:
-    """The command-line arguments that give ``command`` these ``params`` (defaults left out)."""
-    out: list[str] = []
-    for p in command.params:
-        if not isinstance(p, click.Option) or p.name in drop:
-            continue
-        value = params.get(p.name)
-        if value is None or value == p.default or (p.multiple and not value):
-            continue
-        if p.is_flag:
-            out += [p.opts[0]] if value else p.secondary_opts[:1]
-            continue
-        for v in value if p.multiple else (value,):
-            out += [p.opts[0], str(v)]
-    return out
-
-
-def run_workers(args: list[str], jobs: int, env: dict[str, str] | None = None) -> list[int]:
+def run_workers(args: list[str], jobs: int, env: dict[str, str] | None = None, signals: bool = True) -> list[int]:
     """Run ``nas ARGS`` in ``jobs`` processes, each with its share of the threads; their exit codes.
-    ``env``: more environment for them (secrets go there, not in ``args``, which ``ps`` shows)."""
+    ``env``: more environment for them (secrets go there, not in ``args``, which ``ps`` shows).
+    ``signals``: pass Ctrl-C and SIGTERM on to them through handlers of this process (a command);
+    otherwise (from Python) a ``KeyboardInterrupt`` here is passed on as a Ctrl-C to each."""
     env = {**{k: v for k, v in os.environ.items() if k != "NAS_JOBS"}, "OMP_NUM_THREADS": str(threads(jobs)),
            **(env or {})}
     procs = [subprocess.Popen([sys.executable, "-m", "nas", *args], env=env, start_new_session=True,
                               preexec_fn=_die_with(os.getpid()))
              for _ in range(jobs)]
 
-    def forward(signum, frame):
+    said = []
+
+    def forward(signum, frame=None):
+        if not said:  # the workers stay quiet: one message, not one per worker
+            said.append(print(STOPPING, flush=True))
         for p in procs:
             if p.poll() is None:
                 try:
@@ -84,9 +63,13 @@ def run_workers(args: list[str], jobs: int, env: dict[str, str] | None = None) -
                 except ProcessLookupError:  # it ended just now
                     pass
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)} if signals else {}
     try:
-        return [p.wait() for p in procs]
+        while True:
+            try:
+                return [p.wait() for p in procs]
+            except KeyboardInterrupt:  # only without handlers: each worker stops after its epoch
+                forward(signal.SIGINT)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

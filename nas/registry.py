@@ -51,10 +51,35 @@ def spaces() -> dict[str, Path]:
 
 
 def load_design(name: str) -> Spec:
-    """The spec of a documented design, or of any spec file given by path."""
+    """The spec of a documented design, or of any spec file given by path.
+
+    >>> from nas import load_design
+    >>> load_design("seed001").input
+    (1, 28, 28)
+    """
     spec = Spec.load(find(name, DESIGN_DIRS, "design", "nas designs"))
     return spec if spec.name else Spec(spec.input, spec.blocks, Path(name).stem, spec.notes)
 
 
 def space_path(name: str) -> Path:
     return find(name, SPACE_DIRS, "search space", "nas spaces")
+
+
+def list_designs() -> list[str]:
+    """The documented designs' names, for :func:`load_design` (``nas designs`` prints them).
+
+    >>> from nas import list_designs
+    >>> "seed001" in list_designs()
+    True
+    """
+    return list(designs())
+
+
+def list_spaces() -> list[str]:
+    """The search spaces' names, for :meth:`nas.Space.load` and :func:`nas.search` (``nas spaces``).
+
+    >>> from nas import list_spaces
+    >>> "mnist_squeeze" in list_spaces()
+    True
+    """
+    return list(spaces())

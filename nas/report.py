@@ -51,6 +51,13 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     then fewer params.
 
     Rejected candidates are rows too (accuracy empty); ``df[df.status != "rejected"]`` drops them.
+
+    >>> import optuna
+    >>> from nas import trials_frame
+    >>> study = optuna.load_study(study_name="mnist_squeeze", storage="sqlite:///results/studies.db")
+    >>> df = trials_frame(study)
+    >>> int(df[df.status != "rejected"].params.min()) > 0
+    True
     """
     found = _confirmations(study)
     front = {t.number for t in trials.front(study, study.user_attrs.get("cost", "params"))}

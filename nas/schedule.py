@@ -35,7 +35,7 @@ def epochs(space, options: dict | None = None) -> int:
 def train_config(cfg, confirm_seed: int | None = None, lr: float | None = None) -> TrainConfig:
     """The trainer's settings for a search trial, or for the confirmation run of ``confirm_seed``.
 
-    ``cfg`` is a :class:`nas.search.SearchConfig` (space, train_options, seed, finish, device).
+    ``cfg`` is a :class:`nas.search.SearchConfig` (space, train_options, seed, finish, device, quiet).
     ``lr``: the peak learning rate the search settled on for this design (:data:`RETRY_LR`), where
     it differs from the space's.
     """
@@ -47,6 +47,8 @@ def train_config(cfg, confirm_seed: int | None = None, lr: float | None = None) 
         fixed = dict(target=task.target, seed=cfg.seed, stop_at_target=not cfg.finish)
     else:
         fixed = dict(target=None, seed=confirm_seed, stop_at_target=False, eval_each_epoch=False)
+    if cfg.quiet:  # a worker of --jobs: bars of several processes on one terminal break each other's lines
+        fixed["progress"] = False
     config = settings(options, source=f"{space.source}: train", device=cfg.device, **fixed)
     if config.epochs > task.max_epochs:
         raise NasError(f"{space.source}: the schedule must be at most task.max_epochs ({task.max_epochs}) epochs, "

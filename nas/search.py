@@ -28,6 +28,7 @@ candidates and none is still training.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import sys
@@ -44,6 +45,8 @@ from . import registry
 from . import study as studies
 from . import trials
 from .build import build
+from .confirm import Confirmed
+from .confirm import confirm as confirm_runs
 from .errors import NasError
 from .feasibility import check, feasibility, require_feasible
 from .files import save_torch
@@ -51,6 +54,7 @@ from .forecast import Forecast, at_chance, rungs, within_noise
 from .sampler import Catalogue, Sampler
 from .schedule import rates, train_config
 from .space import Space, fingerprint
+from .train import train as train_run
 from .trials import TRAINED_STATES, counts
 from .workers import Interrupted, Stop, worker_name
 
@@ -112,7 +116,8 @@ class Outcome:
     seconds: float = 0.0
     check_ms: list[float] = field(default_factory=list)
     front: list[optuna.trial.FrozenTrial] = field(default_factory=list)
-    confirmed: Any = None  # a nas.confirm.Confirmed, when the search went on to confirm
+    confirmed: Confirmed | None = None  # when the search went on to confirm
+    results: Path = field(default_factory=lambda: studies.RESULTS)  # where its weights and specs are
 
 
 def open_study(cfg: SearchConfig) -> optuna.Study:
@@ -193,9 +198,8 @@ class Objective:
     """One trial: propose, check, (maybe) train, record. Returns (validation accuracy, cost)."""
 
     def __init__(self, cfg: SearchConfig, data, stop: Stop, train_fn: Callable | None = None):
-        from . import train as trainer
         self.cfg, self.data, self.stop = cfg, data, stop
-        self.train_fn = train_fn or trainer.train
+        self.train_fn = train_fn or train_run
         self.weights_dir = studies.study_dir(cfg.name, cfg.results) / "weights"
         self.worker = worker_name()
         self.poll = min(5.0, studies.heartbeat_settings()[0])
@@ -382,13 +386,14 @@ class _Watch:
 
 
 def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial: Callable | None = None,
-        on_run: Callable | None = None) -> Outcome:
+        on_run: Callable | None = None, signals: bool = True) -> Outcome:
     """Run (or resume) the search until its budget ends (``cfg.trials`` trained candidates, the time
     budget, or every distinct net under the cost cap tried), then confirm the cheapest candidates
     whose validation accuracy reached the target (``cfg.confirm``).
 
     Everything the user can get wrong (space, enqueued designs, data, results folder, storage) is
-    checked before the study is created or changed.
+    checked before the study is created or changed. ``signals``: take over Ctrl-C and SIGTERM (a
+    command does; :func:`search`, called from Python, leaves the caller's interrupt alone).
     """
     study, data = prepare(cfg, data)
     search_data = validation_data(study, data, cfg.train_limit, cfg.seed)
@@ -396,14 +401,13 @@ def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial
     if study.user_attrs.get("val_threshold") != threshold:  # what confirmation picks its candidates by
         study.set_user_attr("val_threshold", threshold)
     start = time.perf_counter()
-    with Stop() as stop:
+    with Stop(signals, cfg.quiet) as stop:
         covered = _optimize(cfg, study, Objective(cfg, search_data, stop, train_fn), stop, on_trial)
     outcome = _outcome(study, cfg)
     outcome.interrupted, outcome.covered = stop.requested, covered
     outcome.seconds = time.perf_counter() - start
     if cfg.confirm and not outcome.interrupted:
-        from .confirm import confirm
-        outcome.confirmed = confirm(cfg, study, data, train_fn, on_run)
+        outcome.confirmed = confirm_runs(cfg, study, data, train_fn, on_run, signals=signals)
         outcome.interrupted = outcome.confirmed.interrupted
     return outcome
 
@@ -510,7 +514,7 @@ def _outcome(study: optuna.Study, cfg: SearchConfig) -> Outcome:
                    reached=c["reached"],
                    check_ms=[t.user_attrs["check_ms"] for t in study.get_trials(deepcopy=False)
                              if "check_ms" in t.user_attrs],
-                   front=trials.front(study, cfg.space.task.cost))
+                   front=trials.front(study, cfg.space.task.cost), results=cfg.results)
 
 
 def _to_start(study: optuna.Study, wanted: int | None) -> bool:
@@ -593,3 +597,142 @@ def _cost(attrs: dict, cost: str) -> str:
     if cost == "latency":
         return f"{value * 1e6:,.1f} us/image"
     return f"{value:,} {cost}"
+
+
+# ---- the library's entry points: what `nas search` and `nas confirm` call ---------------------------
+
+def search(space: Space | str, *, trials: int | None = None, minutes: float | None = None,
+           study: str | None = None, storage: str | None = None, results: str | Path | None = None,
+           data_dir: str | None = None, device: str = "auto", train_limit: int | None = None, seed: int = 0,
+           confirm: int = 3, seeds: int | None = None, jobs: int = 1, halving: int = 3,
+           enqueue: tuple[str, ...] = (), finish: bool = False, train_options: dict | None = None,
+           on_trial: Callable | None = None, on_run: Callable | None = None) -> Outcome:
+    """Search ``space`` (a name from :func:`nas.list_spaces`, a YAML file, or a :class:`Space`), then
+    confirm its cheapest candidates on the test set: what ``nas search`` does, from Python.
+
+    The options are the command's (``minutes`` is ``--timeout`` in minutes). The result is the
+    :class:`Outcome`: ``.study`` is the Optuna study, ``.front`` its validation front, and
+    ``.confirmed`` what confirmation found; :func:`nas.best` turns it into the trained model. The
+    same call again resumes the study. Ctrl-C (a notebook's interrupt button) stops it cleanly: the
+    candidate in training is queued again, everything finished is kept, and the outcome comes back
+    with ``interrupted`` set. ``jobs`` > 1 runs that many worker processes on this machine.
+
+    >>> import tempfile
+    >>> from nas import search
+    >>> out = search("mnist_tiny", data_dir="../shared/data", results=tempfile.mkdtemp(), trials=1, confirm=0,
+    ...              train_limit=256, train_options={"epochs": 1})  # a glimpse: 1 epoch on 256 images
+    >>> out.trained, out.study.study_name
+    (1, 'mnist_tiny')
+    """
+    space = space if isinstance(space, Space) else Space.load(str(space))
+    cfg = SearchConfig(space, study, storage or (f"sqlite:///{Path(results) / 'studies.db'}" if results else None),
+                       trials, None if minutes is None else minutes * 60, seed, finish, tuple(enqueue),
+                       data_dir=data_dir, device=device, train_limit=train_limit,
+                       train_options=dict(train_options or {}), confirm=confirm, seeds=seeds, halving=halving,
+                       **({"results": Path(results)} if results else {}))
+    with _optuna_quiet():
+        return execute(cfg, jobs, on_trial=on_trial, on_run=on_run, signals=False)
+
+
+@contextlib.contextmanager
+def _optuna_quiet():
+    """Optuna's line per trial says less than ``on_trial`` does; warnings still show."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(previous, optuna.logging.WARNING))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def execute(cfg: SearchConfig, jobs: int = 1, data=None, train_fn: Callable | None = None,
+            on_trial: Callable | None = None, on_run: Callable | None = None, signals: bool = True) -> Outcome:
+    """One worker here, or ``jobs`` worker processes (``nas search --worker``) and then a last pass
+    here that finishes whatever they left (a killed worker's trial) and confirms."""
+    from . import jobs as workers
+
+    started = time.perf_counter()
+    cfg = replace(cfg, started=cfg.started or started)  # the last pass starts nothing once the budget is spent
+    if jobs > 1:
+        _, data = prepare(cfg)  # every check once, here, and the study made before the workers race to it
+        store = {"NAS_STORAGE": cfg.storage} if cfg.storage else None  # a password in argv is visible in `ps`
+        codes = workers.run_workers(worker_args(cfg), jobs, env=store, signals=signals)
+        if 130 in codes or -2 in codes:
+            return replace(_outcome(open_study(cfg), cfg), interrupted=True, seconds=time.perf_counter() - started)
+        if any(code != 0 for code in codes):
+            worst = next(c for c in codes if c != 0)
+            raise NasError(f"{sum(c != 0 for c in codes)} of {len(codes)} workers failed (exit code {worst}, see "
+                           f"above); fix what they said and run the same command to resume study {cfg.name}")
+        cfg = replace(cfg, quiet=True)
+    try:
+        outcome = run(cfg, data=data, train_fn=train_fn, on_trial=on_trial, on_run=on_run, signals=signals)
+    except KeyboardInterrupt:  # from Python: the trial or run in progress was queued again on the way out
+        if signals:
+            raise
+        outcome = replace(_outcome(open_study(cfg), cfg), interrupted=True)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def worker_args(cfg: SearchConfig) -> list[str]:
+    """The ``nas`` arguments of one ``--jobs`` worker of ``cfg`` (its storage goes in its environment)."""
+    space = cfg.space
+    if space.source == "<dict>":
+        raise NasError(f"space {space.name} was made in Python, so worker processes cannot load it; save it to a "
+                       "YAML file and pass its path, or use jobs=1")
+    if cfg.train_options:
+        raise NasError("train_options cannot be passed to worker processes; put them under 'train:' in "
+                       f"{space.source}, or use jobs=1")
+    known = registry.spaces().get(space.name)
+    args = ["search", "--worker", "--space", space.name if known and known.resolve() == Path(space.source).resolve()
+            else str(Path(space.source).resolve()), "--study", cfg.name, "--results", str(cfg.results),
+            "--seed", str(cfg.seed), "--device", cfg.device, "--halving", str(cfg.halving),
+            "--confirm", str(cfg.confirm)]
+    for option, value in (("--trials", cfg.trials), ("--timeout", cfg.timeout), ("--data-dir", cfg.data_dir),
+                          ("--train-limit", cfg.train_limit), ("--seeds", cfg.seeds)):
+        if value is not None:
+            args += [option, str(value)]
+    return args + (["--finish"] if cfg.finish else [])
+
+
+def space_of(study: optuna.Study) -> Space:
+    """The space a study was made for: by name, else by the file it was loaded from."""
+    name = study.user_attrs.get("space")
+    if name is None:
+        raise NasError(f"study {study.study_name} records no search space; it was not made by `nas search`")
+    if name in registry.spaces():
+        return Space.load(name)
+    return Space.load(study.user_attrs.get("space_file", name))
+
+
+def confirm(study: optuna.Study | str | None = None, *, storage: str | None = None,
+            results: str | Path | None = None, data_dir: str | None = None, device: str = "auto",
+            train_limit: int | None = None, designs: int = 3, seeds: int | None = None,
+            on_run: Callable | None = None, signals: bool = False) -> Confirmed:
+    """Confirm a study's chosen designs (up to ``designs`` of them, cheapest first): retrain each on
+    every training image over ``seeds`` seeds and test once; what ``nas confirm`` does, from Python.
+    Runs already done are kept; the same call resumes.
+
+    >>> import tempfile
+    >>> from nas import confirm, search
+    >>> runs = tempfile.mkdtemp()
+    >>> out = search("mnist_tiny", data_dir="../shared/data", results=runs, trials=1, confirm=0,
+    ...              train_limit=256, train_options={"epochs": 1})
+    >>> done = confirm(out.study, data_dir="../shared/data", results=runs, seeds=1, train_limit=256)
+    >>> done.best is None  # one epoch on 256 images: nothing near the target to confirm
+    True
+    """
+    url = storage or (f"sqlite:///{Path(results) / 'studies.db'}" if results else None)
+    s = study if isinstance(study, optuna.Study) else studies.load(study, url, heartbeat=True)
+    cfg = SearchConfig(space_of(s), s.study_name, url, data_dir=data_dir, device=device, train_limit=train_limit,
+                       confirm=designs, seeds=seeds, **({"results": Path(results)} if results else {}))
+    data = load_data(cfg)
+    check_data(cfg.space, data)
+    try:
+        with _optuna_quiet():
+            return confirm_runs(cfg, s, data, on_run=on_run, signals=signals)
+    except KeyboardInterrupt:
+        if signals:
+            raise
+        done = Confirmed(cfg.space.task.target, cfg.space.task.cost, 0, 0, interrupted=True)
+        return done

@@ -123,6 +123,14 @@ class Task:
 
 @dataclass(frozen=True)
 class Space:
+    """A family of nets (``choices`` filling ``$names`` in ``blocks``) and the task they answer.
+
+    >>> from nas import Space
+    >>> space = Space.load("mnist_squeeze")
+    >>> space.task.target, space.size > 100
+    (0.994, True)
+    """
+
     name: str
     task: Task
     input: tuple[int, int, int]

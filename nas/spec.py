@@ -74,6 +74,14 @@ class Block:
 
 @dataclass(frozen=True)
 class Spec:
+    """A net: an input shape and named blocks of layers; plain data that YAML and dicts round-trip.
+
+    >>> from nas import Spec, analyse
+    >>> spec = Spec.from_dict({"input": [1, 28, 28], "layers": [{"conv": {"out": 8}}, "relu", "gap"]})
+    >>> analyse(spec).params, Spec.from_dict(spec.to_dict()) == spec
+    (80, True)
+    """
+
     input: tuple[int, int, int]
     blocks: tuple[Block, ...]
     name: str = ""

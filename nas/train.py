@@ -35,9 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .analysis import Analysis, analyse
 from .augment import augment_batch
-from .data import TensorData
+from .build import build
+from .data import DATASETS, TensorData
+from .data import load as load_data
 from .errors import NasError
+from .registry import load_design
 
 OnEpoch = Callable[[int, float], "bool | None"]
 OnRung = Callable[[int, float], "bool | None"]
@@ -49,6 +53,10 @@ class TrainConfig:
 
     ``augment_policy`` ``"auto"`` picks ``"shift"`` (small random shifts and rotations) for 1-channel
     images and ``"crop_flip"`` (random crop with padding, horizontal flip, optional cutout) otherwise.
+
+    >>> from nas import TrainConfig
+    >>> TrainConfig(epochs=15, lr=0.05).batch_size
+    128
     """
 
     epochs: int = 6
@@ -395,6 +403,15 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
     once each is passed, the evaluation images are scored and ``on_rung(images, accuracy)`` runs;
     returning True stops training there with status ``"stopped"``. The schedule is not shortened:
     a run stopped at a rung is the beginning of the same run that would have gone on.
+
+    >>> import torch
+    >>> from nas import TrainConfig, build, load_design, train
+    >>> from nas.data import TensorData
+    >>> x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8); y = torch.arange(64) % 10
+    >>> r = train(build(load_design("seed001")), TensorData("toy", x, y, x, y, list("0123456789"), (0.13,), (0.31,)),
+    ...           TrainConfig(epochs=1, batch_size=32, progress=False))
+    >>> r.status, len(r.accuracies)
+    ('complete', 1)
     """
     started = time.perf_counter()
     config = config or TrainConfig()
@@ -566,7 +583,7 @@ def _progress(total: int, enabled: bool | None):
 
     if not (sys.stderr.isatty() if enabled is None else enabled):
         return _NoBar()
-    from tqdm import tqdm
+    from tqdm.auto import tqdm  # a widget in a notebook, text in a terminal
 
     bar = tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)
     bar.enabled = True
@@ -594,3 +611,49 @@ def latency(model: nn.Module, input_shape, device: str = "auto", batch: int = 64
                 times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2] / batch
+
+
+@dataclass
+class DesignRun:
+    """One design made ready to train by :func:`design_run`: its net, analysis, data and settings."""
+
+    model: nn.Module
+    analysis: Analysis
+    data: TensorData
+    config: TrainConfig
+
+    def train(self, on_epoch: OnEpoch | None = None) -> TrainResult:
+        return train(self.model, self.data, self.config, on_epoch=on_epoch)
+
+
+def design_run(design: str, dataset: str | None = None, data_dir: str | None = None, device: str = "auto",
+               train_limit: int | None = None, source: str = "nas train", **options) -> DesignRun:
+    """A documented design (or spec file) ready to train once on ``dataset`` (default: the first known
+    dataset of its input shape): what ``nas train`` runs. ``options`` are :class:`TrainConfig` fields.
+
+    >>> run = design_run("seed001", data_dir="../shared/data", train_limit=512, epochs=1, progress=False)
+    >>> run.analysis.params, len(run.data.y_train), run.train().status
+    (18666, 512, 'complete')
+    """
+    spec = load_design(design)
+    a = analyse(spec)
+    dev = pick_device(device)
+    data = load_data(dataset or _dataset_for(spec.input), data_dir=data_dir, device=dev)
+    data.check_fits(a.spec.input, a.out_shape, design)
+    seed = options.get("seed", 0)
+    if train_limit:
+        data = data.subset(train=train_limit, seed=seed)
+    config = settings({k: v for k, v in options.items() if k in _USER_OPTIONS and v is not None}, source=source,
+                      **{k: v for k, v in options.items() if k not in _USER_OPTIONS}, device=str(dev))
+    return DesignRun(build(spec, a), a, data, config)
+
+
+_USER_OPTIONS = ("epochs", "batch_size", "lr", "cutout")  # checked as the user's, the rest as the caller's
+
+
+def _dataset_for(shape) -> str:
+    """The first known dataset of that input shape (mnist before fashion_mnist)."""
+    name = next((info.name for info in DATASETS.values() if info.shape == tuple(shape)), None)
+    if name is None:
+        raise NasError(f"no default dataset for input {list(shape)}: pass --dataset NAME or an image folder path")
+    return name

@@ -5,16 +5,26 @@ import os
 import signal
 import socket
 
+STOPPING = "\nstopping after this epoch; everything is kept (Ctrl-C again to abort now)"
+
 
 class Stop:
-    """First Ctrl-C (or SIGTERM): finish the current epoch, keep everything, stop. Second: abort now."""
+    """First Ctrl-C (or SIGTERM): finish the current epoch, keep everything, stop. Second: abort now.
 
-    def __init__(self):
+    Only a command takes over the signals (``signals=True``). Called from Python (a notebook), the
+    caller's own interrupt stays: a ``KeyboardInterrupt`` reaches the trainer, whose trial or run is
+    queued again.
+    """
+
+    def __init__(self, signals: bool = False, quiet: bool = False):
         self.requested = False
+        self.signals, self.quiet = signals, quiet  # quiet: a --jobs worker, whose coordinator says it once
         self._previous = None
         self._previous_term = None
 
     def __enter__(self):
+        if not self.signals:
+            return self
         try:
             self._previous = signal.signal(signal.SIGINT, self._handle)
             self._previous_term = signal.signal(signal.SIGTERM, self._handle)  # kill, a scheduler's preemption
@@ -26,7 +36,8 @@ class Stop:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this epoch; everything is kept (Ctrl-C again to abort now)", flush=True)
+        if not self.quiet:
+            print(STOPPING, flush=True)
 
     def __exit__(self, *exc):
         if self._previous is not None:

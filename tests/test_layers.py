@@ -51,3 +51,16 @@ def test_no_module_imports_one_that_imports_it_back():
     assert graph["report"] >= {"plots"} and graph["search"] >= {"schedule"}, "the import scan finds nothing"
     found = cycles(graph)
     assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def test_no_module_takes_a_sibling_module_by_a_name_the_package_gives_a_function():
+    """``nas.search``, ``nas.train``, ``nas.export`` ... are the public functions once ``nas`` is
+    imported, so ``from . import train`` inside the package would get the function, not the module."""
+    import nas
+
+    public = set(nas.__all__)
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None:
+                clash = {a.name for a in node.names} & public
+                assert not clash, f"{path.name}: `from . import {', '.join(clash)}`; import names from the module"

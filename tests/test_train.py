@@ -10,7 +10,9 @@ from torch import nn
 
 from nas import augment as A
 from nas import data as datasets
-from nas import train as T
+import importlib
+
+T = importlib.import_module("nas.train")  # the module: `nas.train` is also the public function
 from nas.build import build
 from nas.cli import main
 from nas.data import TensorData

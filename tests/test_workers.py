@@ -541,6 +541,7 @@ def test_ctrl_c_on_jobs_stops_every_worker_and_the_same_command_resumes(image_da
     rc, out, err = finish(coordinator, timeout=120)
     assert rc == 130 and "run the same command to resume" in err, (rc, out, err)
     assert "Traceback" not in err
+    assert (out + err).count("stopping after this epoch") == 1, "one message, not one per worker"
     assert not [t for t in trials(url) if t.state == TrialState.RUNNING], "a worker was left running"
     rc, out, err = finish(worker(args, tmp_path, cache), timeout=240)
     assert rc == 0, (out, err)

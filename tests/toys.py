@@ -1,4 +1,4 @@
-"""A toy space and a fake trainer, shared by the search and report tests: no real training."""
+"""Toy spaces and a fake trainer, shared by the search, API and report tests."""
 import os
 import signal
 from dataclasses import dataclass
@@ -12,6 +12,21 @@ SPACE = {
     "blocks": {"f": [{"conv": {"out": "$w", "kernel": "$k"}}, "relu", "$pool", {"pwconv": {"out": 4}}, "gap"]},
     "points": {"small_one": {"w": 2, "k": 3, "pool": "maxpool"}},
 }
+
+
+# A 2-net MNIST space of one epoch and a low target: real training, a whole search and its
+# confirmation in about a minute.
+ONE_EPOCH_MNIST = """\
+name: api
+task: {dataset: mnist, target: 0.5, max_epochs: 1, validation: 2000,
+        constraints: {max_params: 3000, classes: 10}, seeds: 2}
+train: {batch_size: 256}
+input: [1, 28, 28]
+choices: {w: [4, 8]}
+blocks:
+  f: [{conv: {out: $w, padding: 1}}, bn, relu, maxpool, {conv: {out: $w, padding: 1}}, bn, relu, maxpool,
+      {pwconv: {out: 10}}, gap, flatten, logsoftmax]
+"""
 
 
 def tiny_data(train: int = 120, test: int = 40, seed: int = 0, side: int = 12, classes: int = 4):
