@@ -255,7 +255,11 @@ def _run_search(cfg, jobs: int = 1) -> None:
     from .search import describe, execute
 
     _quiet_optuna()
-    outcome = execute(cfg, jobs, on_trial=_print_trial, on_run=_print_run, signals=True)
+    import functools
+    import time
+
+    ends = time.monotonic() + cfg.budget if cfg.budget else None  # the budget counts from the command's start
+    outcome = execute(cfg, jobs, on_trial=functools.partial(_print_trial, ends=ends), on_run=_print_run, signals=True)
     if cfg.quiet and jobs == 1:  # a worker of --jobs: the coordinator sums up
         sys.exit(130 if outcome.interrupted else 0)
     for line in describe(outcome, cfg):
@@ -269,7 +273,8 @@ def _interrupted(name: str) -> None:
     sys.exit(130)
 
 
-def _print_trial(t) -> None:
+def _print_trial(t, ends: float | None = None) -> None:
+    """One line per trained candidate; ``ends``: when the search budget runs out (time.monotonic())."""
     a = t.user_attrs
     status = a.get("status", t.state.name.lower())
     if status in ("rejected", "dominated", "duplicate"):  # counted in the summary: no training, no line
@@ -285,8 +290,13 @@ def _print_trial(t) -> None:
     first = trials.retried(a)
     if first is not None:
         acc += f"  lr {a['lr']:g} (trained again: {first['outcome']} at lr {first['lr']:g})"
+    left = ""
+    if ends is not None:
+        import time
+        minutes = (ends - time.monotonic()) / 60
+        left = f"  [search: {minutes:.0f} min left]" if minutes >= 0.5 else "  [search budget spent: finishing]"
     click.echo(f"trial {t.number:>3} {status:<11} {a.get('params', 0):>7,} params  RF {a.get('rf', 0):>3}  {acc}"
-               f"{'  ' + format(a['seconds'], '.0f') + ' s' if 'seconds' in a else ''}")
+               f"{'  ' + format(a['seconds'], '.0f') + ' s' if 'seconds' in a else ''}{left}")
 
 
 def _print_run(t) -> None:

@@ -225,6 +225,23 @@ def test_no_net_is_proposed_twice_and_the_search_ends_when_the_space_is_covered(
     assert "duplicate" not in capsys.readouterr().out
 
 
+def test_each_trial_line_says_how_much_of_the_search_budget_is_left(tmp_path, capsys):
+    import time
+
+    from nas.cli import _print_trial
+
+    cfg = config(tmp_path, trials=2)
+    run(cfg, data=tiny_data(), train_fn=FakeTrainer())
+    trained = [t for t in optuna.load_study(study_name="toy", storage=cfg.storage).get_trials()
+               if t.user_attrs.get("trained")]
+    _print_trial(trained[0], ends=time.monotonic() + 600)
+    _print_trial(trained[0], ends=time.monotonic() - 1)
+    _print_trial(trained[0])
+    first, spent, plain = capsys.readouterr().out.splitlines()
+    assert first.endswith("[search: 10 min left]") and spent.endswith("[search budget spent: finishing]")
+    assert "[search" not in plain  # no budget (--trials only): nothing to count down
+
+
 def test_once_a_net_reaches_the_target_only_cheaper_nets_are_trained(tmp_path):
     cfg = config(tmp_path, trials=50)
     run(cfg, data=tiny_data(), train_fn=FakeTrainer())  # w >= 8 nets reach the 0.95 target
