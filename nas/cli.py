@@ -13,6 +13,7 @@ from . import registry
 from .analysis import analyse
 from .constraints import FEATURES, Constraints, class_scores
 from .errors import NasError
+from .study import url_for
 from .summary import format_checklist, format_table
 
 
@@ -183,7 +184,7 @@ def export(design, study, storage, results, trial, weights, out, **limits) -> No
     elif weights:
         raise NasError("--weights needs a DESIGN to load them into, e.g. nas export seed001 --weights FILE")
     else:
-        src = from_study(study, _storage(storage, results), trial, results)
+        src = from_study(study, url_for(storage, results), trial, results)
     # A name from a spec file may hold "/" or "..": the default folder stays inside export/.
     safe = "".join(c if c.isalnum() or c in "_-+=@" else "_" for c in src.name).strip("_") or "model"
     folder = write_export(src.spec, Path(out or Path("export") / safe), src.state_dict, src.constraints, src.meta)
@@ -340,7 +341,7 @@ def search(space_name, trials, timeout, enqueue, study, storage, results, data_d
     from .search import SearchConfig
     from .space import Space
 
-    cfg = SearchConfig(Space.load(space_name), study, _storage(storage, results), trials, timeout, seed, finish,
+    cfg = SearchConfig(Space.load(space_name), study, url_for(storage, results), trials, timeout, seed, finish,
                        tuple(enqueue), data_dir=data_dir, device=device, train_limit=train_limit,
                        confirm=confirm_top, seeds=seeds, halving=halving, quiet=worker, **_results(results))
     if worker:
@@ -350,13 +351,6 @@ def search(space_name, trials, timeout, enqueue, study, storage, results, data_d
         from .train import pick_device
         jobs = default_jobs(pick_device(device).type)
     _run_search(cfg, jobs)
-
-
-def _storage(storage, results):
-    """--storage, or the SQLite file in --results when only that is given."""
-    from pathlib import Path
-
-    return storage or (f"sqlite:///{Path(results) / 'studies.db'}" if results else None)
 
 
 def _results(results) -> dict:
@@ -384,7 +378,7 @@ def confirm_cmd(study, storage, results, data_dir, device, train_limit, confirm_
     from .search import confirm
 
     _quiet_optuna()
-    done = confirm(study, storage=_storage(storage, results), results=results, data_dir=data_dir, device=device,
+    done = confirm(study, storage=storage, results=results, data_dir=data_dir, device=device,
                    train_limit=train_limit, designs=confirm_top, seeds=seeds, on_run=_print_run, signals=True)
     for line in done.lines():
         click.echo(line)
@@ -416,7 +410,7 @@ def reproduce(design, space_name, study, storage, results, data_dir, device, tra
     space = Space.load(space_name) if space_name else _space_holding(design)
     registry.load_design(design)  # an unknown design fails before anything is created
     _quiet_optuna()
-    cfg = SearchConfig(space, study, _storage(storage, results), data_dir=data_dir, device=device,
+    cfg = SearchConfig(space, study, url_for(storage, results), data_dir=data_dir, device=device,
                        train_limit=train_limit, confirm=0, seeds=seeds, **_results(results))
     data = load_data(cfg)
     check_data(space, data)
@@ -530,7 +524,7 @@ def report_cmd(study, storage, results, show_all) -> None:
     from . import report as reporting
     from . import study as studies
 
-    s = studies.load(study, _storage(storage, results))
+    s = studies.load(study, url_for(storage, results))
     frame = reporting.trials_frame(s)
     paths = reporting.write(s, studies.study_dir(s.study_name, Path(results) if results else None), show_all, frame)
     click.echo(reporting.format_trials(frame if show_all else reporting.without_rejected(frame)))

@@ -152,7 +152,12 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
     data = data.subset(train=cfg.train_limit, seed=cfg.seed) if cfg.train_limit else data
     out = Confirmed(task.target, task.cost, epochs, len(data.y_train), asked=asked)
     with Stop(signals, cfg.quiet) as stop:
-        out.trained = _work(cfg, runs, data, train_fn, stop, on_run)
+        try:
+            out.trained = _work(cfg, runs, data, train_fn, stop, on_run)
+        except KeyboardInterrupt:  # from Python: the run in training was queued again on the way out
+            if signals:
+                raise
+            stop.requested = True
     out.interrupted = stop.requested
     out.found = trials.confirmations(runs, seeds, epochs)
     for fp, (source, figures) in planned.items():  # a design all of whose runs were skipped

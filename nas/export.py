@@ -392,8 +392,7 @@ def best(study, storage: str | None = None, results: str | Path | None = None) -
     results = results if results is not None else getattr(study, "results", None)
     study = getattr(study, "study", study)  # a search's Outcome
     if not isinstance(study, optuna.Study):
-        return from_study(study, storage or (f"sqlite:///{Path(results) / 'studies.db'}" if results else None),
-                          "best", results)
+        return from_study(study, studies.url_for(storage, results), "best", results)
     constraints = Constraints.from_dict(study.user_attrs.get("constraints"))
     shown = storage or getattr(study._storage, "shown_url", "its storage")
     return _best(study, constraints, _results_dirs(storage or "", results), shown)

@@ -51,11 +51,12 @@ def run_workers(args: list[str], jobs: int, env: dict[str, str] | None = None, s
                               preexec_fn=_die_with(os.getpid()))
              for _ in range(jobs)]
 
-    said = []
+    said = [False]
 
     def forward(signum, frame=None):
-        if not said:  # the workers stay quiet: one message, not one per worker
-            said.append(print(STOPPING, flush=True))
+        if not said[0]:  # the workers stay quiet: one message, not one per worker
+            print(STOPPING, flush=True)
+            said[0] = True
         for p in procs:
             if p.poll() is None:
                 try:

@@ -402,7 +402,12 @@ def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial
         study.set_user_attr("val_threshold", threshold)
     start = time.perf_counter()
     with Stop(signals, cfg.quiet) as stop:
-        covered = _optimize(cfg, study, Objective(cfg, search_data, stop, train_fn), stop, on_trial)
+        try:
+            covered = _optimize(cfg, study, Objective(cfg, search_data, stop, train_fn), stop, on_trial)
+        except KeyboardInterrupt:  # from Python: the trial in training was queued again on the way out
+            if signals:
+                raise
+            stop.requested, covered = True, False
     outcome = _outcome(study, cfg)
     outcome.interrupted, outcome.covered = stop.requested, covered
     outcome.seconds = time.perf_counter() - start
@@ -625,7 +630,7 @@ def search(space: Space | str, *, trials: int | None = None, minutes: float | No
     (1, 'mnist_tiny')
     """
     space = space if isinstance(space, Space) else Space.load(str(space))
-    cfg = SearchConfig(space, study, storage or (f"sqlite:///{Path(results) / 'studies.db'}" if results else None),
+    cfg = SearchConfig(space, study, studies.url_for(storage, results),
                        trials, None if minutes is None else minutes * 60, seed, finish, tuple(enqueue),
                        data_dir=data_dir, device=device, train_limit=train_limit,
                        train_options=dict(train_options or {}), confirm=confirm, seeds=seeds, halving=halving,
@@ -664,12 +669,7 @@ def execute(cfg: SearchConfig, jobs: int = 1, data=None, train_fn: Callable | No
             raise NasError(f"{sum(c != 0 for c in codes)} of {len(codes)} workers failed (exit code {worst}, see "
                            f"above); fix what they said and run the same command to resume study {cfg.name}")
         cfg = replace(cfg, quiet=True)
-    try:
-        outcome = run(cfg, data=data, train_fn=train_fn, on_trial=on_trial, on_run=on_run, signals=signals)
-    except KeyboardInterrupt:  # from Python: the trial or run in progress was queued again on the way out
-        if signals:
-            raise
-        outcome = replace(_outcome(open_study(cfg), cfg), interrupted=True)
+    outcome = run(cfg, data=data, train_fn=train_fn, on_trial=on_trial, on_run=on_run, signals=signals)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -722,17 +722,11 @@ def confirm(study: optuna.Study | str | None = None, *, storage: str | None = No
     >>> done.best is None  # one epoch on 256 images: nothing near the target to confirm
     True
     """
-    url = storage or (f"sqlite:///{Path(results) / 'studies.db'}" if results else None)
+    url = studies.url_for(storage, results)
     s = study if isinstance(study, optuna.Study) else studies.load(study, url, heartbeat=True)
     cfg = SearchConfig(space_of(s), s.study_name, url, data_dir=data_dir, device=device, train_limit=train_limit,
                        confirm=designs, seeds=seeds, **({"results": Path(results)} if results else {}))
     data = load_data(cfg)
     check_data(cfg.space, data)
-    try:
-        with _optuna_quiet():
-            return confirm_runs(cfg, s, data, on_run=on_run, signals=signals)
-    except KeyboardInterrupt:
-        if signals:
-            raise
-        done = Confirmed(cfg.space.task.target, cfg.space.task.cost, 0, 0, interrupted=True)
-        return done
+    with _optuna_quiet():
+        return confirm_runs(cfg, s, data, on_run=on_run, signals=signals)

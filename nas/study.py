@@ -411,6 +411,15 @@ def check_name(study_name: str) -> str:
     return study_name
 
 
+def url_for(storage: str | None, results: str | Path | None) -> str | None:
+    """``storage``, or the SQLite file in ``results`` when only that is given (None: the default).
+
+    >>> url_for(None, "runs/x"), url_for("journal:j.log", "runs/x"), url_for(None, None)
+    ('sqlite:///runs/x/studies.db', 'journal:j.log', None)
+    """
+    return storage or (f"sqlite:///{Path(results) / 'studies.db'}" if results else None)
+
+
 def study_dir(study_name: str, results: Path | None = None) -> Path:
     return (results or RESULTS) / check_name(study_name)
 

@@ -629,7 +629,8 @@ class DesignRun:
 def design_run(design: str, dataset: str | None = None, data_dir: str | None = None, device: str = "auto",
                train_limit: int | None = None, source: str = "nas train", **options) -> DesignRun:
     """A documented design (or spec file) ready to train once on ``dataset`` (default: the first known
-    dataset of its input shape): what ``nas train`` runs. ``options`` are :class:`TrainConfig` fields.
+    dataset of its input shape): what ``nas train`` runs. ``options`` are :class:`TrainConfig` fields;
+    None leaves a field at its default.
 
     >>> run = design_run("seed001", data_dir="../shared/data", train_limit=512, epochs=1, progress=False)
     >>> run.analysis.params, len(run.data.y_train), run.train().status
@@ -643,12 +644,8 @@ def design_run(design: str, dataset: str | None = None, data_dir: str | None = N
     seed = options.get("seed", 0)
     if train_limit:
         data = data.subset(train=train_limit, seed=seed)
-    config = settings({k: v for k, v in options.items() if k in _USER_OPTIONS and v is not None}, source=source,
-                      **{k: v for k, v in options.items() if k not in _USER_OPTIONS}, device=str(dev))
+    config = settings({k: v for k, v in options.items() if v is not None}, source=source, device=str(dev))
     return DesignRun(build(spec, a), a, data, config)
-
-
-_USER_OPTIONS = ("epochs", "batch_size", "lr", "cutout")  # checked as the user's, the rest as the caller's
 
 
 def _dataset_for(shape) -> str:
