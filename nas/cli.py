@@ -253,6 +253,7 @@ def _quiet_optuna() -> None:
 
 def _run_search(cfg, jobs: int = 1) -> None:
     """The search (:func:`nas.search.execute`: ``jobs`` workers, then a last pass here), then its summary."""
+    from . import trials
     from .search import describe, execute
 
     _quiet_optuna()
@@ -260,7 +261,9 @@ def _run_search(cfg, jobs: int = 1) -> None:
     import time
 
     ends = time.monotonic() + cfg.budget if cfg.budget else None  # the budget counts from the command's start
-    outcome = execute(cfg, jobs, on_trial=functools.partial(_print_trial, ends=ends), on_run=_print_run, signals=True)
+    runs = (trials.confirm_study_name(cfg.name, cfg.train_limit), cfg.storage)
+    outcome = execute(cfg, jobs, on_trial=functools.partial(_print_trial, ends=ends),
+                      on_run=functools.partial(_print_run, runs=runs), signals=True)
     if cfg.quiet and jobs == 1:  # a worker of --jobs: the coordinator sums up
         sys.exit(130 if outcome.interrupted else 0)
     for line in describe(outcome, cfg):
@@ -300,11 +303,21 @@ def _print_trial(t, ends: float | None = None) -> None:
                f"{'  ' + format(a['seconds'], '.0f') + ' s' if 'seconds' in a else ''}{left}")
 
 
-def _print_run(t) -> None:
+def _print_run(t, runs: tuple[str, str | None] | None = None) -> None:
+    """One line per confirmation run; ``runs``: (study name, storage URL) of the runs, for the time left."""
     a = t.user_attrs
-    if a.get("status") in ("confirmed", "nan"):
-        click.echo(f"confirm {a['source']:<12} seed {a['seed']}  {a.get('params', 0):>7,} params  "
-                   f"test {a['accuracy']:.4f} after {a['epochs']} epochs  {a['seconds']:.0f} s")
+    if a.get("status") not in ("confirmed", "nan"):
+        return
+    left = ""
+    if runs is not None:
+        from . import study as studies
+        from . import trials
+
+        seconds = trials.confirm_left(studies.load_runs(*runs))
+        if seconds:
+            left = f"  [confirmation: at most {max(1, round(seconds / 60))} min left]"
+    click.echo(f"confirm {a['source']:<12} seed {a['seed']}  {a.get('params', 0):>7,} params  "
+               f"test {a['accuracy']:.4f} after {a['epochs']} epochs  {a['seconds']:.0f} s{left}")
 
 
 @main.command()
@@ -378,8 +391,12 @@ def confirm_cmd(study, storage, results, data_dir, device, train_limit, confirm_
     from .search import confirm
 
     _quiet_optuna()
-    done = confirm(study, storage=storage, results=results, data_dir=data_dir, device=device,
-                   train_limit=train_limit, designs=confirm_top, seeds=seeds, on_run=_print_run, signals=True)
+    import functools
+
+    from . import trials
+    runs = (trials.confirm_study_name(study, train_limit), url_for(storage, results)) if study else None
+    done = confirm(study, storage=storage, results=results, data_dir=data_dir, device=device, train_limit=train_limit,
+                   designs=confirm_top, seeds=seeds, on_run=functools.partial(_print_run, runs=runs), signals=True)
     for line in done.lines():
         click.echo(line)
     if done.interrupted:
@@ -416,7 +433,11 @@ def reproduce(design, space_name, study, storage, results, data_dir, device, tra
     check_data(space, data)
     from . import study as studies
     studies.writable(studies.study_dir(cfg.name, cfg.results))
-    done = confirm(cfg, open_study(cfg), data, on_run=_print_run, designs=(design,))
+    import functools
+
+    from . import trials
+    runs = (trials.confirm_study_name(cfg.name, cfg.train_limit), cfg.storage)
+    done = confirm(cfg, open_study(cfg), data, on_run=functools.partial(_print_run, runs=runs), designs=(design,))
     click.echo(done.lines()[0])
     c = done.found.get(done.asked[-1])
     click.echo(c.line(space.task.target, space.task.cost, name=design) if c else f"{design}: no seed finished")

@@ -60,6 +60,13 @@ class Constraints:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise NasError(f"{name} must be a non-negative integer, got {value!r}")
+        # Limits no net can meet are refused here, before a search spends its budget finding that out.
+        for name in ("max_params", "max_macs", "classes"):
+            if getattr(self, name) == 0:
+                raise NasError(f"{name} 0 admits no net; give at least 1 or leave it out")
+        if self.min_rf is not None and self.max_rf is not None and self.min_rf >= self.max_rf:
+            raise NasError(f"min_rf {self.min_rf} is not below max_rf {self.max_rf}, so no net meets both "
+                           f"(RF above {self.min_rf} and at most {self.max_rf}); lower min_rf or raise max_rf")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Constraints":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from .errors import NasError
 from .files import save_torch
 
 CACHE_VERSION = 1
+# Small CNNs train on small images; a larger one is a photo in the wrong folder or a decompression bomb.
+MAX_SIDE = 2048
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -107,6 +111,16 @@ class TensorData:
                            f"classes; its last layer must give {self.num_classes} scores (e.g. a "
                            f"{self.num_classes}-channel conv, then gap and flatten)")
 
+    def validation_count(self, validation: float) -> int:
+        """How many training images ``validation`` (a count, or a fraction below 1) holds out; an error
+        unless some remain on each side."""
+        n = len(self.y_train)
+        count = round(validation * n) if validation < 1 else int(validation)
+        if not 0 < count < n:
+            raise NasError(f"cannot hold out {validation} of the {n:,} training images of {self.name} for validation; "
+                           "set task.validation in the space file to a smaller count or a fraction such as 0.1")
+        return count
+
     def held_out(self, validation: float, seed: int) -> "TensorData":
         """The training images split in two, so that choices are made without the test set.
 
@@ -120,11 +134,7 @@ class TensorData:
         >>> len(v.y_train), len(v.y_test), sorted(v.x_train.flatten().tolist() + v.x_test.flatten().tolist())
         (6, 4, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
         """
-        n = len(self.y_train)
-        count = round(validation * n) if validation < 1 else int(validation)
-        if not 0 < count < n:
-            raise NasError(f"cannot hold out {validation} of the {n:,} training images of {self.name} for validation; "
-                           "set task.validation in the space file to a smaller count or a fraction such as 0.1")
+        n, count = len(self.y_train), self.validation_count(validation)
         keep = _stratified_index(self.y_train, count, torch.Generator().manual_seed(seed))
         rest = torch.ones(n, dtype=torch.bool, device=self.y_train.device)
         rest[keep] = False
@@ -381,11 +391,23 @@ def _decode_folder(source: _Source) -> TensorData:
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
             for f in files:
                 try:
-                    with Image.open(f) as im:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # sizes are checked below
+                        im = Image.open(f)
+                    with im:
+                        # The header's size is checked before anything is decoded: a small file can
+                        # declare billions of pixels (a decompression bomb).
+                        w, h = im.size
+                        if w * h > MAX_PIXELS:
+                            raise NasError(f"image {f} is {w}x{h} pixels, more than nas reads ({MAX_SIDE}x{MAX_SIDE}); "
+                                           "resize it, or remove it if it is not an image of this dataset")
                         if mode is None:
                             mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
                         images.append(torch.frombuffer(bytearray(im.convert(mode).tobytes()), dtype=torch.uint8)
                                       .view(im.size[1], im.size[0], -1))
+                except Image.DecompressionBombError:
+                    raise NasError(f"image {f} declares more pixels than nas reads ({MAX_SIDE}x{MAX_SIDE}); resize "
+                                   "it, or remove it if it is not an image of this dataset") from None
                 except (OSError, UnidentifiedImageError) as err:
                     raise NasError(f"cannot read image {f} ({err}): remove or replace the file") from None
                 labels.append(label)

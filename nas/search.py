@@ -29,6 +29,7 @@ candidates and none is still training.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import statistics
 import sys
@@ -53,6 +54,7 @@ from .files import save_torch
 from .forecast import Forecast, at_chance, rungs, within_noise
 from .sampler import Catalogue, Sampler
 from .schedule import rates, train_config
+from .analysis import analyse
 from .space import Space, fingerprint
 from .train import train as train_run
 from .trials import TRAINED_STATES, counts
@@ -141,15 +143,34 @@ def open_study(cfg: SearchConfig) -> optuna.Study:
     if study.user_attrs.get("epochs", schedule) != schedule:
         raise NasError(f"study {cfg.name!r} compared its candidates on {study.user_attrs['epochs']} epochs, and "
                        f"{space.source} now trains {schedule}; pass another --study to start a new one")
-    wanted = {"space": space.name, "space_file": str(space.source), "target": task.target,
-              "dataset": task.dataset, "max_epochs": task.max_epochs, "epochs": schedule,
-              "constraints": task.constraints.to_dict(), "cost": task.cost, "seeds": task.seeds}
+    frozen = check_frozen(study, space, epochs=schedule)
+    wanted = {**frozen, "seeds": task.seeds}
+    wanted.setdefault("space_file", study.user_attrs.get("space_file", str(space.source)))
     if "split" not in study.user_attrs:  # drawn once: every worker and every resume holds out the same images
         wanted["split"] = {"validation": task.validation, "seed": cfg.seed}
     for key, value in wanted.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
     return study
+
+
+def check_frozen(study: optuna.Study, space: Space, **more) -> dict[str, Any]:
+    """The task as the study froze it when it was made, checked against ``space`` as loaded now.
+
+    Report, export and confirmation read the task from the study, so an edited space file cannot
+    change the target or the limits of trials already judged. The budget and the seed count may
+    change between runs; they are not part of it. Returns the frozen fields, for a new study to record.
+    """
+    task = space.task
+    frozen = {"space": space.name, "target": task.target, "dataset": task.dataset, "max_epochs": task.max_epochs,
+              "constraints": task.constraints.to_dict(), "cost": task.cost, "space_digest": space.digest(), **more}
+    changed = [k for k, v in frozen.items() if study.user_attrs.get(k, v) != v]
+    if changed:
+        what = ", ".join("nets (choices, blocks, input or train settings)" if k == "space_digest" else k
+                         for k in changed)
+        raise NasError(f"study {study.study_name!r} was made from another version of {space.source}: its {what} "
+                       "changed since; restore the file, or pass another --study to start a new study")
+    return frozen
 
 
 def validation_data(study: optuna.Study, data, train_limit: int | None = None, seed: int = 0):
@@ -420,8 +441,9 @@ def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial
 def prepare(cfg: SearchConfig, data=None):
     """Check everything, then create or resume the study and queue the enqueued designs: (study, data)."""
     warning = require_feasible(feasibility(cfg.space, samples=1000, seed=cfg.seed))
-    if warning and not cfg.quiet:  # a large space where sampling found nothing: not proof, so the search goes on
-        print(warning, file=sys.stderr, flush=True)
+    if warning:  # not proof, but the sampler would do no better than the walk: every proposal would fail
+        raise NasError(warning.removeprefix("warning: ").replace("; hint: ", "; ")
+                       + "; the search would propose only nets that fail: loosen the constraints or change the space")
     fixed = [point(cfg.space, design) for design in cfg.enqueue]
     train_config(cfg)
     studies.writable(studies.study_dir(cfg.name, cfg.results) / "weights")
@@ -429,6 +451,7 @@ def prepare(cfg: SearchConfig, data=None):
     if data is None:
         data = load_data(cfg)
     check_data(cfg.space, data)
+    data.validation_count(cfg.space.task.validation)  # before the study is made, so a bad split writes nothing
     study = open_study(cfg)
     study.set_user_attr("input_norm", {"mean": list(data.mean), "std": list(data.std)})  # for exported models
     done = counts(study)
@@ -553,6 +576,14 @@ def check_data(space: Space, data) -> None:
     if classes is not None and classes != found:
         raise NasError(f"dataset {space.task.dataset} has {found} classes but space {space.name} asks for "
                        f"{classes}; fix 'classes' under task.constraints in {space.source}")
+    if classes is None:  # a space shares its head: one net that builds shows whether the outputs fit
+        for choices in itertools.islice(space.enumerate(), 64):
+            try:
+                a = analyse(space.spec(choices))
+            except NasError:
+                continue
+            data.check_fits(space.input, a.out_shape, f"space {space.name}'s head")
+            break
 
 
 def save_spec(study_name: str, trial: optuna.trial.FrozenTrial, results: Path | None = None) -> Path:
@@ -700,9 +731,9 @@ def space_of(study: optuna.Study) -> Space:
     name = study.user_attrs.get("space")
     if name is None:
         raise NasError(f"study {study.study_name} records no search space; it was not made by `nas search`")
-    if name in registry.spaces():
-        return Space.load(name)
-    return Space.load(study.user_attrs.get("space_file", name))
+    space = Space.load(name) if name in registry.spaces() else Space.load(study.user_attrs.get("space_file", name))
+    check_frozen(study, space)
+    return space
 
 
 def confirm(study: optuna.Study | str | None = None, *, storage: str | None = None,

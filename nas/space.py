@@ -141,6 +141,18 @@ class Space:
     description: str = ""
     source: str = "<dict>"
 
+    def digest(self) -> str:
+        """A short hash of what makes the space's nets and their schedule: input, choices, blocks and
+        train settings (not the description, the documented points or the task, whose fields a study
+        records one by one). A study records it when made, so a resume from an edited file is caught.
+
+        >>> Space.load("mnist_squeeze").digest() == Space.load("mnist_squeeze").digest()
+        True
+        """
+        payload = json.dumps([list(self.input), {k: list(v) for k, v in self.choices.items()}, self.blocks,
+                              self.train], sort_keys=True, default=str)
+        return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
     @property
     def size(self) -> int:
         """Number of points (choice combinations); distinct nets may be fewer."""

@@ -390,18 +390,43 @@ def _redact(url: str) -> str:
 def writable(folder: Path) -> None:
     """That ``folder`` can be created and written, checked without creating anything: a command that
     fails later (a bad storage, say) must leave no empty folders behind."""
-    existing = Path(folder)
-    while not existing.exists() and existing != existing.parent:
+    folder = Path(folder)
+    existing = folder.absolute()
+    while not _exists(existing) and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise NasError(f"cannot create results folder {folder}: Not a directory; "
                        "pass a writable --storage or --results")
+    # Checked here, not left to the first write: a name too long for the filesystem would
+    # otherwise fail only when the first trial saves its weights.
+    name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    longest = max(len(part.encode()) for part in folder.parts)
+    if longest > name_max:
+        raise NasError(f"results folder {str(folder)[:60]}... has a name of {longest} bytes, more than this "
+                       f"filesystem's {name_max}; pass a shorter --results")
+    if len(str(folder.absolute()).encode()) + FILE_NAME_ROOM > path_max:
+        raise NasError(f"results folder {str(folder)[:60]}... is a path too long for this filesystem (its files "
+                       f"need {FILE_NAME_ROOM} bytes more, within {path_max}); pass a shorter --results")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise NasError(f"results folder {folder} is not writable; pass a writable --storage or --results")
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long to look up does not exist
+        return False
+
+
+FILE_NAME_ROOM = 200  # bytes the files nas writes under a results folder add to its path (study/weights/...)
+MAX_NAME = 100  # characters of a study name: a folder name, with room for its companion's suffix
+
+
 def check_name(study_name: str) -> str:
     """A study name is a plain folder name under the results folder: no path, no leading dot."""
+    if len(study_name) > MAX_NAME:
+        raise NasError(f"study name {study_name[:20]!r}... is {len(study_name)} characters long; use at most "
+                       f"{MAX_NAME} (it becomes a folder under the results folder)")
     if not study_name or study_name.startswith(".") or not all(c.isalnum() or c in "_-.+=@" for c in study_name):
         raise NasError(f"study name {study_name!r} is not a plain name; use letters, digits and _ - . "
                        "(it becomes a folder under the results folder)")
@@ -422,6 +447,11 @@ def url_for(storage: str | None, results: str | Path | None) -> str | None:
 
 def study_dir(study_name: str, results: Path | None = None) -> Path:
     return (results or RESULTS) / check_name(study_name)
+
+
+def load_runs(name: str, url: str | None = None) -> optuna.Study:
+    """A study's confirmation runs (``name`` is the companion's), read-only use: no heartbeat."""
+    return optuna.load_study(study_name=name, storage=storage(url, heartbeat=False))
 
 
 def load(study_name: str | None, url: str | None = None, heartbeat: bool = False) -> optuna.Study:

@@ -94,11 +94,13 @@ class TrainConfig:
 # What each setting may be: (kind, lowest, highest, lowest excluded). Checked once, for every caller.
 _RANGES = {
     # lr: above 1e30 the optimizer cannot even hold the step in float32 (a traceback, not a divergence)
-    "epochs": (int, 1, None, False), "batch_size": (int, 1, None, False), "lr": (float, 0, 1e30, True),
+    # Upper limits on counts: what a run could ever use (a seed fits every RNG, numpy's included);
+    # above them a value is a typo that would run for ever or overflow deep inside torch.
+    "epochs": (int, 1, 10_000, False), "batch_size": (int, 1, 1 << 20, False), "lr": (float, 0, 1e30, True),
     "momentum": (float, 0, 1, False), "weight_decay": (float, 0, 1, False), "label_smoothing": (float, 0, 1, False),
-    "warmup": (float, 0, 1, False), "seed": (int, 0, None, False), "shift": (int, 0, 16, False),
-    "rotate": (float, 0, 180, False), "crop_padding": (int, 0, 16, False), "cutout": (int, 0, None, False),
-    "ema": (float, 0, 1, False), "bn_recalibrate": (int, 0, None, False), "eval_batch_size": (int, 1, None, False),
+    "warmup": (float, 0, 1, False), "seed": (int, 0, 2**32 - 1, False), "shift": (int, 0, 16, False),
+    "rotate": (float, 0, 180, False), "crop_padding": (int, 0, 16, False), "cutout": (int, 0, 1024, False),
+    "ema": (float, 0, 1, False), "bn_recalibrate": (int, 0, 10**7, False), "eval_batch_size": (int, 1, 1 << 20, False),
     "target": (float, 0, 1, True),
 }
 _CHOICES = {"augment_policy": ("auto", "shift", "crop_flip"), "bf16": (True, False, "auto")}
@@ -639,12 +641,12 @@ def design_run(design: str, dataset: str | None = None, data_dir: str | None = N
     spec = load_design(design)
     a = analyse(spec)
     dev = pick_device(device)
+    # Settings are checked before anything is loaded, so a bad one costs no data load.
+    config = settings({k: v for k, v in options.items() if v is not None}, source=source, device=str(dev))
     data = load_data(dataset or _dataset_for(spec.input), data_dir=data_dir, device=dev)
     data.check_fits(a.spec.input, a.out_shape, design)
-    seed = options.get("seed", 0)
     if train_limit:
-        data = data.subset(train=train_limit, seed=seed)
-    config = settings({k: v for k, v in options.items() if v is not None}, source=source, device=str(dev))
+        data = data.subset(train=train_limit, seed=config.seed)
     return DesignRun(build(spec, a), a, data, config)
 
 

@@ -274,6 +274,28 @@ class Confirmation:
         return f"{name}: {shown}; {seeds}; test mean {self.mean:.2%}, min {self.min:.2%}, max {self.max:.2%}"
 
 
+def confirm_left(runs: optuna.Study) -> float | None:
+    """Seconds the confirmation runs still queued need at most, from the runs finished so far (None
+    before one has finished). Each waiting run costs the finished runs' median time and a running
+    one half of it, shared by the workers running now plus the caller; "at most", since a seed below
+    the target skips the rest of its design.
+
+    >>> runs = optuna.create_study()
+    >>> for seconds in (100, 120, 140):
+    ...     runs.add_trial(optuna.trial.create_trial(value=0.99, user_attrs={"status": "confirmed", "seconds": seconds}))
+    >>> runs.enqueue_trial({}); runs.enqueue_trial({})
+    >>> confirm_left(runs)  # two waiting runs of 120 s, one worker
+    240.0
+    """
+    took = [t.user_attrs["seconds"] for t in runs.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("status") == "confirmed" and t.user_attrs.get("seconds")]
+    if not took:
+        return None
+    waiting = len(runs.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    running = len(runs.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    return statistics.median(took) * (waiting + running / 2) / (running + 1)
+
+
 def confirmations(study: optuna.Study | None, wanted: int = 3, epochs: int | None = None) -> dict[str, Confirmation]:
     """Every design's confirmation in the companion study ``study`` (None: no confirmation yet),
     counting only runs of the schedule of ``epochs`` epochs when it is given."""

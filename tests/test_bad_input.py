@@ -229,7 +229,7 @@ CASES += [  # issue 13: what crashed or was accepted silently
      lambda w: _train(w, _spec(w, "fine", [{"conv": {"out": 2}}, "gap"]), "--save", str(w.root / "no" / "w.pt")),
      r"cannot save weights to .*no/w\.pt: folder .*no does not exist; create it or pass another --save", {}),
     ("zero batch size", lambda w: _search(w, w.space(edit=_set("train", {"batch_size": 0}))),
-     r"tiny\d*\.yaml: train: batch_size must be a whole number of at least 1, got 0", {}),
+     r"tiny\d*\.yaml: train: batch_size must be a whole number of at least 1 and at most 1048576, got 0", {}),
     ("learning rate that is a word", lambda w: _search(w, w.space(edit=_set("train", {"lr": "fast"}))),
      r"tiny\d*\.yaml: train: lr must be a number above 0 and at most 1e\+30, got 'fast'", {}),
     ("negative learning rate", lambda w: _search(w, w.space(edit=_set("train", {"lr": -0.1}))),
@@ -321,6 +321,75 @@ CASES += [  # issue 20: names that collide with what a block becomes (an nn.Modu
     ("study named like a confirmation study", lambda w: _search(w, w.space(), "--study", "tiny.confirm"),
      r"study name 'tiny\.confirm' holds '\.confirm', which names a study's confirmation runs; pick another --study", {}),
 ]
+def _bomb(w: World, side: int = 60_000) -> str:
+    """An image folder where one PNG's header declares side x side pixels (a 57-byte file)."""
+    import struct
+    import zlib
+
+    folder = image_folder(w.root / "corrupt")
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data
+                                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    (folder / "train" / "c1" / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                                                    + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return str(folder)
+
+
+def _wide(d: dict) -> None:
+    """Six width choices of six values: 46,656 points, more than `nas space` enumerates, so it samples."""
+    d["choices"] = {f"w{i}": [2, 3, 4, 5, 6, 7] for i in range(6)}
+    d["blocks"]["f"] = [{"conv": {"out": f"$w{i}", "padding": 1}} for i in range(6)] + [{"pwconv": {"out": 2}}, "gap"]
+
+
+HUGE = str(10 ** 20)
+CASES += [  # issue 20: limits no net can meet, values past what any run uses, and what a dataset can hold
+    ("min-rf above max-rf", lambda w: ["check", "seed001", "--min-rf", "60", "--max-rf", "40"],
+     r"min_rf 60 is not below max_rf 40, so no net meets both .*; lower min_rf or raise max_rf", {}),
+    ("space whose min_rf is above its max_rf", lambda w: _search(w, w.space(
+        edit=lambda d: d["task"]["constraints"].update(min_rf=30, max_rf=20))),
+     r"task\.constraints: min_rf 30 is not below max_rf 20", {}),
+    ("max-params 0", lambda w: ["check", "seed001", "--max-params", "0"],
+     r"max_params 0 admits no net; give at least 1 or leave it out", {}),
+    ("space whose classes is 0", lambda w: _search(w, w.space(edit=_set("task.constraints.classes", 0))),
+     r"task\.constraints: classes 0 admits no net", {}),
+    ("epochs past any schedule", lambda w: _train(w, _spec(w, "fine", [{"conv": {"out": 2}}, "gap"]), "--epochs", HUGE),
+     r"nas train: epochs must be a whole number of at least 1 and at most 10000, got 10{20}", {}),
+    ("seed past every RNG", lambda w: _train(w, _spec(w, "fine", [{"conv": {"out": 2}}, "gap"]), "--seed", HUGE),
+     r"nas train: seed must be a whole number of at least 0 and at most 4294967295", {}),
+    ("cutout larger than any image", lambda w: _train(w, _spec(w, "fine", [{"conv": {"out": 2}}, "gap"]),
+                                                      "--cutout", "5000"),
+     r"cutout must be a whole number of at least 0 and at most 1024, got 5000", {}),
+    ("space train batch past the limit", lambda w: _search(w, w.space(edit=_set("train", {"batch_size": 2 ** 40}))),
+     r"train: batch_size must be a whole number of at least 1 and at most 1048576", {}),
+    ("space max_epochs past any schedule", lambda w: _search(w, w.space(edit=_set("task.max_epochs", 10 ** 20))),
+     r"epochs must be a whole number of at least 1 and at most 10000", {}),
+    ("search seed past every RNG", lambda w: _search(w, w.space(), "--seed", HUGE),
+     r"seed .*at most 4294967295", {}),
+    ("nets of another class count without classes:", lambda w: _search(w, w.space(edit=lambda d: (
+        d["task"]["constraints"].pop("classes"), d["blocks"]["f"][3]["pwconv"].update(out=3)))),
+     r"space tiny's head gives outputs of shape \[3, 1, 1\] but .* has 2 classes; its last layer must give 2 scores", {}),
+    ("image that declares billions of pixels", lambda w: _search(w, w.space(edit=_set("task.dataset", _bomb(w)))),
+     r"image .*5\.png declares more pixels than nas reads \(2048x2048\); resize it", {}),
+    ("image larger than nas reads", lambda w: _search(w, w.space(edit=_set("task.dataset", _bomb(w, 3000)))),
+     r"image .*5\.png is 3000x3000 pixels, more than nas reads \(2048x2048\); resize it", {}),
+    ("study name too long for a folder", lambda w: _search(w, w.space(), "--study", "s" * 300),
+     r"study name 'sssss+'\.\.\. is 300 characters long; use at most 100", {}),
+    ("results folder name too long", lambda w: _search(w, w.space(), results=str(w.root / ("r" * 300))),
+     r"results folder .* has a name of 300 bytes, more than this filesystem's 255; pass a shorter --results", {}),
+    ("results path too long", lambda w: _search(w, w.space(), results=str(w.root / "/".join(["d" * 200] * 20))),
+     r"results folder .* is a path too long for this filesystem .*; pass a shorter --results", {}),
+    ("sampled space with no feasible point", lambda w: _search(w, w.space(edit=lambda d: (
+        _wide(d), d.pop("points"), d["task"]["constraints"].update(max_params=20)))),
+     r"no feasible point found in space tiny among 3,000 tried .*; the search would propose only nets that fail: "
+     r"loosen the constraints or change the space", {}),
+    ("validation larger than the training set", lambda w: _search(w, w.space(edit=_set("task.validation", 5000))),
+     r"cannot hold out 5000 of the 24 training images of .* for validation; set task\.validation in the space file "
+     r"to a smaller count or a fraction such as 0\.1", {}),
+    ("timeout that is infinite", lambda w: _search(w, w.space(), "--timeout", "inf"),
+     r"Invalid value for --timeout: inf is not a number of seconds; give a finite number", {}),
+]
+
+
 WRITES_A_STUDY = {"NaN loss"}  # the trials that diverged are recorded in a new study 'tiny'
 
 
@@ -403,3 +472,37 @@ def test_a_storage_that_is_a_folder_names_a_url_of_its_kind(tmp_path, url, examp
 
     with pytest.raises(NasError, match=f"is a folder; name a file, e.g. {example}$"):
         check_url(url.format(dir=tmp_path))
+
+
+
+def test_a_space_file_edited_between_runs_is_refused_and_the_study_kept(world):
+    """The task is frozen in the study: a resume (search or confirm) from an edited file stops at once."""
+    space = world.space()
+    first = CliRunner().invoke(main, _search(world, space, "--confirm", "0"), prog_name="nas")
+    assert first.exit_code == 0, first.output
+
+    def stored():
+        s = optuna.load_study(study_name="tiny", storage=world.storage)
+        return s.user_attrs, [(t.number, t.state, t.values, t.user_attrs) for t in s.trials]
+
+    def edit(change):
+        data = yaml.safe_load(Path(space).read_text())
+        change(data)
+        Path(space).write_text(yaml.safe_dump(data, sort_keys=False))
+
+    before = stored()
+    edit(_set("task.target", 0.8))
+    for args, command in ((_search(world, space, "--confirm", "0"), "search"),
+                          (["confirm", "--study", "tiny", "--storage", world.storage], "confirm")):
+        result = CliRunner().invoke(main, args, prog_name="nas")
+        assert_one_line_error(result, r"study 'tiny' was made from another version of .*tiny1\.yaml: its target "
+                                      r"changed since; restore the file, or pass another --study")
+        assert stored() == before, command
+    edit(lambda d: (d["task"].__setitem__("target", 0.9), d["choices"]["w"].append(6)))
+    result = CliRunner().invoke(main, _search(world, space, "--confirm", "0"), prog_name="nas")
+    assert_one_line_error(result, r"its nets \(choices, blocks, input or train settings\) changed since")
+    assert stored() == before
+    edit(lambda d: (d["choices"]["w"].pop(), d["task"].__setitem__("search_minutes", 5)))  # a budget may change
+    again = CliRunner().invoke(main, _search(world, space, "--confirm", "0", trials="2"), prog_name="nas")
+    assert again.exit_code == 0, again.output
+    assert stored()[0]["target"] == 0.9

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import math
+import re
 
 import pytest
 import torch
@@ -190,3 +191,59 @@ def test_a_long_journal_is_mended_even_when_its_torn_entry_outruns_the_tail_read
     assert mend_journal(journal) == "" and journal.read_text() == whole
     journal.write_text(whole + '{"op_code": 1, "x": "' + "z" * 70000)  # torn, and longer than the tail read
     assert "cut short (70,021 bytes" in mend_journal(journal) and journal.read_text() == whole
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 256 KiB tmpfs, filled to within 8 KiB: where the machine lets the tests mount one."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()}); the injected faults above cover it")
+    try:
+        (mount / "fill").write_bytes(b"\0" * (256 * 1024 - 8 * 1024))
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_jobs_stops_every_worker_with_its_error_and_resumes(tmp_path, small_disk):
+    """Two worker processes write weights onto a full disk: each says so in one line, the coordinator
+    exits 2 and leaves no worker behind, and once space is freed the same command resumes."""
+    import copy
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+    import yaml
+
+    from test_bad_input import SPACE
+
+    space = copy.deepcopy(SPACE)
+    space["task"]["dataset"] = str(image_folder(tmp_path / "data"))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    storage = f"sqlite:///{tmp_path}/s.db"
+    command = [sys.executable, "-c", "from nas.cli import main; main(prog_name='nas')", "search", "--space",
+               str(tmp_path / "tiny.yaml"), "--jobs", "2", "--trials", "3", "--confirm", "0",
+               "--results", str(small_disk / "r"), "--storage", storage]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NAS_CACHE_DIR": str(tmp_path / "cache")}
+    full = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 2, full.stderr
+    assert "Traceback" not in full.stderr + full.stdout
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and all(re.search(r"cannot write trial \d+'s weights to .*: no space left on the device \(needs "
+                                    r"[\d,]+ bytes, [\d,]+ free\); free some space", e) for e in errors[:-1]), errors
+    assert re.search(r"workers? failed .*run the same command to resume study tiny", errors[-1]), errors
+    assert not [p for p in (small_disk / "r" / "tiny" / "weights").glob("*") if not p.name.endswith(".pt")]
+    (small_disk / "fill").unlink()
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    done = [t for t in study.trials if t.user_attrs.get("trained")]
+    assert len(done) >= 3 and all((small_disk / "r" / "tiny" / "weights" / f"trial_{t.number}.pt").is_file()
+                                  for t in done if t.user_attrs.get("weights"))
