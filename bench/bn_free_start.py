@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python bench/bn_free_start.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     m = machine()
     heads = [c for c, _ in rows[0]["checks"]]
-    lines = [f"# How nets without BatchNorm start: default init against He init", "",
+    lines = ["# How nets without BatchNorm start: default init against He init", "",
              f"`{command}`, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {m['cpu']}, {m['cores']} cores, "
              f"{m['torch_threads']} threads, torch {m['torch']}.", "",
              f"Validation accuracy (5,000 held-out training images) in the first {args.epochs} epochs of the "

@@ -167,7 +167,7 @@ def summarise(ref: dict | None, runs: list[dict]) -> dict:
 
 def markdown(report: dict) -> str:
     s, lines = report["summary"], []
-    lines += [f"# Training speed: seed 001 (18,666 params) on real MNIST", "",
+    lines += ["# Training speed: seed 001 (18,666 params) on real MNIST", "",
               f"- command: `{report['command']}`", f"- date: {report['date']}",
               f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
               f"torch {report['machine']['torch']} ({report['machine']['torch_threads']} threads), "

@@ -246,9 +246,11 @@ def _search_options(f):
 
 
 def _quiet_optuna() -> None:
+    """Optuna at ERROR until the command ends: nas prints its own line per trial."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed instead
+    from . import study as studies
+    click.get_current_context().with_resource(studies.quiet(optuna.logging.ERROR))
 
 
 def _run_search(cfg, jobs: int = 1) -> None:
@@ -279,45 +281,46 @@ def _interrupted(name: str) -> None:
 
 def _print_trial(t, ends: float | None = None) -> None:
     """One line per trained candidate; ``ends``: when the search budget runs out (time.monotonic())."""
-    a = t.user_attrs
-    status = a.get("status", t.state.name.lower())
-    if status in ("rejected", "dominated", "duplicate"):  # counted in the summary: no training, no line
-        return
     from . import trials
 
-    accs, stop = [x for x in a.get("accuracies") or [] if x is not None], trials.rung_stop(a)
+    r, a = trials.Record.of(t), t.user_attrs
+    status = r.status
+    if status in ("rejected", "dominated", "duplicate"):  # counted in the summary: no training, no line
+        return
+    accs, stop = r.accuracies, trials.rung_stop(a)
     acc = f"val {accs[-1]:.4f} after {len(accs)} epochs" if accs else ""
     if stop:
         acc = f"val {stop[1]:.4f} after {stop[0]:,} images"
     if status == "stopped":
-        acc += f" (forecast {a.get('predicted', 0):.4f})"
+        acc += f" (forecast {r.predicted or 0:.4f})"
     first = trials.retried(a)
     if first is not None:
-        acc += f"  lr {a['lr']:g} (trained again: {first['outcome']} at lr {first['lr']:g})"
+        acc += f"  lr {r.lr:g} (trained again: {first['outcome']} at lr {first['lr']:g})"
     left = ""
     if ends is not None:
         import time
         minutes = (ends - time.monotonic()) / 60
         left = f"  [search: {minutes:.0f} min left]" if minutes >= 0.5 else "  [search budget spent: finishing]"
-    click.echo(f"trial {t.number:>3} {status:<11} {a.get('params', 0):>7,} params  RF {a.get('rf', 0):>3}  {acc}"
-               f"{'  ' + format(a['seconds'], '.0f') + ' s' if 'seconds' in a else ''}{left}")
+    click.echo(f"trial {t.number:>3} {status:<11} {r.params or 0:>7,} params  RF {r.rf or 0:>3}  {acc}"
+               f"{'  ' + format(r.seconds, '.0f') + ' s' if r.seconds is not None else ''}{left}")
 
 
 def _print_run(t, runs: tuple[str, str | None] | None = None) -> None:
     """One line per confirmation run; ``runs``: (study name, storage URL) of the runs, for the time left."""
-    a = t.user_attrs
-    if a.get("status") not in ("confirmed", "nan"):
+    from . import trials
+
+    r = trials.Run.of(t)
+    if r.status not in ("confirmed", "nan"):
         return
     left = ""
     if runs is not None:
         from . import study as studies
-        from . import trials
 
         seconds = trials.confirm_left(studies.load_runs(*runs))
         if seconds:
             left = f"  [confirmation: at most {max(1, round(seconds / 60))} min left]"
-    click.echo(f"confirm {a['source']:<12} seed {a['seed']}  {a.get('params', 0):>7,} params  "
-               f"test {a['accuracy']:.4f} after {a['epochs']} epochs  {a['seconds']:.0f} s{left}")
+    click.echo(f"confirm {r.source:<12} seed {r.seed}  {r.figures.get('params', 0):>7,} params  "
+               f"test {r.accuracy:.4f} after {r.epochs} epochs  {r.seconds or 0:.0f} s{left}")
 
 
 @main.command()
@@ -400,7 +403,7 @@ def confirm_cmd(study, storage, results, data_dir, device, train_limit, confirm_
     for line in done.lines():
         click.echo(line)
     if done.interrupted:
-        click.echo(f"interrupted: every finished run is saved; run the same command to resume", err=True)
+        click.echo("interrupted: every finished run is saved; run the same command to resume", err=True)
         sys.exit(130)
 
 

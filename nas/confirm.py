@@ -91,6 +91,14 @@ def existing(study: optuna.Study) -> optuna.Study | None:
     return optuna.load_study(study_name=name, storage=study._storage) if name in names else None
 
 
+def found(study: optuna.Study) -> tuple[dict[str, trials.Confirmation], trials.Confirmation | None]:
+    """Every design's confirmation so far, on the study's own schedule and seed count, and the best
+    of them (:func:`nas.trials.best`): what report, export and ``nas.best`` show."""
+    task = trials.StudyTask.of(study)
+    done = trials.confirmations(existing(study), task.seeds, task.confirm_epochs)
+    return done, trials.best(done, task.target if task.target is not None else 1.0, task.cost)
+
+
 def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int, epochs: int,
           every_seed: bool = False, lr: float | None = None) -> str:
     """Queue the runs of one design (on a schedule of ``epochs``) that are not queued, running, done or
@@ -98,10 +106,9 @@ def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int
     (a documented design reproduced for its figures), where a searched design stops at its first
     seed below the target. ``lr``: the peak learning rate its search trial settled on."""
     fp = fingerprint(Spec.from_dict(spec))
-    have = {t.user_attrs.get("seed") for t in runs.get_trials(deepcopy=False)
-            if _same_run(t.user_attrs, fp, t.user_attrs.get("seed"), epochs)
-            and (t.state in LIVE_STATES or t.user_attrs.get("status") == "skipped")
-            and t.user_attrs.get("status") != "duplicate"}
+    have = {r.seed for t in runs.get_trials(deepcopy=False) for r in [trials.Run.of(t)]
+            if r.same_run(fp, r.seed, epochs) and (t.state in LIVE_STATES or r.status == "skipped")
+            and r.status != "duplicate"}
     for seed in range(seeds):
         if seed not in have:
             runs.enqueue_trial({}, user_attrs={"kind": "confirm", "fingerprint": fp, "seed": seed, "epochs": epochs,
@@ -111,18 +118,13 @@ def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int
     return fp
 
 
-def _same_run(attrs: dict, fp: str, seed: int, epochs: int) -> bool:
-    return (attrs.get("fingerprint") == fp and attrs.get("seed") == seed
-            and attrs.get("epochs", epochs) == epochs)  # a run queued before it recorded its schedule
-
-
-def _source(t: optuna.trial.FrozenTrial) -> str:
-    design = t.user_attrs.get("design")
-    return f"trial {t.number}" + (f" ({design})" if design else "")
+def _source(t: trials.Record) -> str:
+    return f"trial {t.number}" + (f" ({t.design})" if t.design else "")
 
 
 def _figures(attrs: dict) -> dict:
-    return {k: attrs[k] for k in ("params", "rf", "macs", "latency", "failures") if attrs.get(k) is not None}
+    return {k: list(attrs[k]) if isinstance(attrs[k], tuple) else attrs[k] for k in trials.FIGURES
+            if attrs.get(k) is not None}
 
 
 def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on_run: Callable | None = None,
@@ -138,10 +140,9 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
     if not cfg.train_limit and study.user_attrs.get("confirm_epochs") != epochs:
         study.set_user_attr("confirm_epochs", epochs)  # reports and export count runs of this schedule only
     planned: dict[str, tuple[str, dict]] = {}  # fingerprint -> (source, figures), cheapest first
-    for t in trials.to_confirm(study, task.target, task.cost, cfg.confirm):
-        planned[queue(runs, t.user_attrs["spec"], _source(t), _figures(t.user_attrs), seeds, epochs,
-                      lr=t.user_attrs.get("lr"))] = \
-            (_source(t), _figures(t.user_attrs))
+    for t in map(trials.Record.of, trials.to_confirm(study, task.target, task.cost, cfg.confirm)):
+        figures = _figures({k: getattr(t, k) for k in trials.FIGURES})
+        planned[queue(runs, t.spec, _source(t), figures, seeds, epochs, lr=t.lr)] = (_source(t), figures)
     for design in designs:
         a = analyse(registry.load_design(design))
         data.check_fits(a.spec.input, a.out_shape, f"design {design}")
@@ -190,10 +191,10 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
     """Train one design with one seed on every training image; test once. Returns 1 if it trained."""
     from .train import train
 
-    a = trial.user_attrs
+    a = trials.Run.of(trial)
     trial.set_user_attr("worker", worker_name())
-    config = train_config(cfg, confirm_seed=a["seed"], lr=a.get("lr"))  # the recipe its search trial used
-    if _taken(runs, trial, a["fingerprint"], a["seed"], config.epochs):
+    config = train_config(cfg, confirm_seed=a.seed, lr=a.lr)  # the recipe its search trial used
+    if _taken(runs, trial, a.fingerprint, a.seed, config.epochs):
         trial.set_user_attr("status", "duplicate")
         runs.tell(trial, state=TrialState.PRUNED)
         return 0
@@ -204,7 +205,7 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
         trial.set_user_attr("message", why)
         runs.tell(trial, state=TrialState.PRUNED)
         return 0
-    model = build(Spec.from_dict(a["spec"]))
+    model = build(Spec.from_dict(a.spec))
 
     decided: list[str] = []  # why this run became needless while it trained
 
@@ -231,7 +232,7 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
     trial.set_user_attr("epochs", config.epochs)
     trial.set_user_attr("seconds", round(result.seconds, 2))
     if result.status != "nan":  # a diverged net's weights are not kept
-        trial.set_user_attr("weights", _save(cfg, a["fingerprint"], a["seed"], config.epochs, model))
+        trial.set_user_attr("weights", _save(cfg, a.fingerprint, a.seed, config.epochs, model))
     trial.set_user_attr("status", "nan" if result.status == "nan" else "confirmed")
     if result.status == "nan":
         trial.set_user_attr("message", result.message)
@@ -239,16 +240,16 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
     return 1
 
 
-def _needless(runs: optuna.Study, attrs: dict, target: float, cost: str, seeds: int, epochs: int) -> str:
-    """Why the run of ``attrs`` need not train, or '': a seed of its design already fell short of the
-    target, or a cheaper design already meets it (so this one cannot be the best)."""
-    if attrs.get("every_seed"):
+def _needless(runs: optuna.Study, run: trials.Run, target: float, cost: str, seeds: int, epochs: int) -> str:
+    """Why ``run`` need not train, or '': a seed of its design already fell short of the target, or
+    a cheaper design already meets it (so this one cannot be the best)."""
+    if run.every_seed:
         return ""
     found = trials.confirmations(runs, seeds, epochs)
-    mine = found.get(attrs["fingerprint"])
+    mine = found.get(run.fingerprint)
     if mine is not None and mine.fails(target):
         return "a seed of this design fell short of the target"
-    size = attrs.get(cost)
+    size = run.figures.get(cost)
     cheaper = [c.figures[cost] for c in found.values() if c.meets(target) and c.figures.get(cost) is not None
                and size is not None and c.figures[cost] < size]
     return f"a design of {min(cheaper):,} {cost} meets the target" if cheaper else ""
@@ -257,10 +258,8 @@ def _needless(runs: optuna.Study, attrs: dict, target: float, cost: str, seeds: 
 def _taken(runs: optuna.Study, trial: optuna.Trial, fp: str, seed: int, epochs: int) -> bool:
     """Another worker has done this run, or is doing it and took it first (a run queued twice)."""
     for t in runs.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
-        a = t.user_attrs
-        if t.number == trial.number or not _same_run(a, fp, seed, epochs):
-            continue
-        if a.get("status") == "duplicate":
+        r = trials.Run.of(t)
+        if t.number == trial.number or not r.same_run(fp, seed, epochs) or r.status == "duplicate":
             continue
         if t.state == TrialState.COMPLETE or t.number < trial.number:
             return True

@@ -28,7 +28,6 @@ from __future__ import annotations
 import inspect
 import keyword
 import math
-import os
 import textwrap
 from dataclasses import dataclass
 from importlib import metadata
@@ -360,18 +359,19 @@ def from_study(study: str | None = None, storage: str | None = None, trial: int 
     """
     storage = storage or studies.DEFAULT_STORAGE
     s = studies.load(study, storage)
-    constraints = Constraints.from_dict(s.user_attrs.get("constraints"))
+    constraints = Constraints.from_dict(trials.StudyTask.of(s).constraints)
     dirs = _results_dirs(storage, results)
     if str(trial) == "best":
         return _best(s, constraints, dirs, storage)
     t = _numbered(s, _trial_number(trial))
-    if "spec" not in t.user_attrs:
+    r = trials.Record.of(t)
+    if r.spec is None:
         raise NasError(f"trial {t.number} of study {s.study_name!r} has no spec; "
                        "it was not recorded by `nas search`, pick another with --trial N")
-    spec = Spec.from_dict(t.user_attrs["spec"])
+    spec = Spec.from_dict(r.spec)
     if not spec.name:
         spec = Spec(spec.input, spec.blocks, f"{s.study_name}_trial{t.number}", spec.notes)
-    rel = t.user_attrs.get("weights")
+    rel = r.weights
     if not rel:
         raise NasError(f"trial {t.number} of study {s.study_name!r} has no weights (not trained, or stopped "
                        "before saving); pick another with --trial N, or export its spec as a DESIGN")
@@ -393,17 +393,16 @@ def best(study, storage: str | None = None, results: str | Path | None = None) -
     study = getattr(study, "study", study)  # a search's Outcome
     if not isinstance(study, optuna.Study):
         return from_study(study, studies.url_for(storage, results), "best", results)
-    constraints = Constraints.from_dict(study.user_attrs.get("constraints"))
+    constraints = Constraints.from_dict(trials.StudyTask.of(study).constraints)
     shown = storage or getattr(study._storage, "shown_url", "its storage")
     return _best(study, constraints, _results_dirs(storage or "", results), shown)
 
 
 def _best(s, constraints: Constraints, dirs: list[Path], storage: str) -> Source:
-    from .confirm import existing
+    from .confirm import found
 
-    target, cost = s.user_attrs.get("target", 1.0), s.user_attrs.get("cost", "params")
-    found = trials.confirmations(existing(s), s.user_attrs.get("seeds", 3), s.user_attrs.get("confirm_epochs"))
-    c = trials.best(found, target, cost)
+    c, task = found(s)[1], trials.StudyTask.of(s)
+    target, cost = (task.target if task.target is not None else 1.0), task.cost
     if c is None:
         raise NasError(f"study {s.study_name!r} has no confirmed design that meets its target yet; run "
                        f"`nas confirm --study {s.study_name}`, or export a search trial with --trial N")
@@ -451,24 +450,25 @@ def _weights_path(s, rel: str, what: str, results_dirs: list[Path]) -> Path:
 
 
 def _trial_meta(s, t, storage: str) -> dict[str, Any]:
-    accs = t.user_attrs.get("accuracies") or []
+    accs = trials.Record.of(t).accuracies
     meta: dict[str, Any] = {"weights": f"trained in study {s.study_name!r}, trial {t.number} ({storage}), "
                             "on the training images less the validation split"}
     if accs:
         meta["final validation accuracy"] = f"{_pct(accs[-1])} after {len(accs)} epochs"
         meta["validation accuracy per epoch"] = ", ".join(_pct(a) for a in accs)
-    if "target" in s.user_attrs:
-        meta["target"] = _pct(s.user_attrs["target"]) if isinstance(s.user_attrs["target"], (int, float)) \
-            else s.user_attrs["target"]
+    target = trials.StudyTask.of(s).target
+    if target is not None:
+        meta["target"] = _pct(target) if isinstance(target, (int, float)) else target
     meta["meets target"] = "not confirmed (a search trial; `nas confirm` tests designs over several seeds)"
     return {**meta, **_input_meta(s)}
 
 
 def _input_meta(s) -> dict[str, str]:
-    norm = s.user_attrs.get("input_norm")
+    task = trials.StudyTask.of(s)
+    norm = task.input_norm
     if not norm:
         return {}
-    return {"input": f"{s.user_attrs.get('dataset', 'dataset')} images scaled to 0..1, then normalised "
+    return {"input": f"{task.dataset or 'dataset'} images scaled to 0..1, then normalised "
                      f"per channel with mean {norm['mean']} and std {norm['std']}"}
 
 

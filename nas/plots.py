@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from . import trials
 from .files import write_atomic
 
 LEARNING_CURVES = 5  # trials drawn (the front first), besides the documented designs
@@ -75,8 +76,8 @@ def _titles(fig, ax, study: optuna.Study, table: Table, what: str) -> None:
 
 
 def _limits(study: optuna.Study) -> tuple[float | None, int | None, int | None]:
-    u = study.user_attrs
-    return u.get("target"), (u.get("constraints") or {}).get("max_params"), u.get("max_epochs")
+    task = trials.StudyTask.of(study)
+    return task.target, task.constraints.get("max_params"), task.max_epochs
 
 
 def _zoom(values: list[float], target: float | None) -> tuple[float, float]:
@@ -248,7 +249,7 @@ def learning_curves(study: optuna.Study, table: Table, path: Path) -> Path:
     trained = table.trained
     ranked = trained.sort_values(["on_front", "val_acc"], ascending=[False, False])
     picked = pd.concat([ranked.head(LEARNING_CURVES), trained[trained.design != ""]]).drop_duplicates("trial")
-    curves = {t.number: list(t.user_attrs.get("accuracies") or []) for t in study.get_trials(deepcopy=False)
+    curves = {t.number: list(trials.Record.of(t).accuracies) for t in study.get_trials(deepcopy=False)
               if t.number in set(picked.trial)}
     fig, ax, _ = _figure(strip=False)
     designs = " and documented designs" if (picked.design != "").any() else ""

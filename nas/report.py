@@ -59,9 +59,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     >>> int(df[df.status != "rejected"].params.min()) > 0
     True
     """
+    task = trials.StudyTask.of(study)
     found = _confirmations(study)
-    front = {t.number for t in trials.front(study, study.user_attrs.get("cost", "params"))}
-    rows = [_row(t, found, front, study.user_attrs.get("target")) for t in study.get_trials(deepcopy=False)]
+    front = {t.number for t in trials.front(study, task.cost)}
+    rows = [_row(t, found, front, task.target) for t in study.get_trials(deepcopy=False)]
     df = pd.DataFrame(rows, columns=COLUMNS)
     df = df.astype({"trial": "int64", "params": "Int64", "rf": "Int64", "macs": "Int64", "lr": "float64",
                     "epochs": "int64",
@@ -77,53 +78,50 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def _confirmations(study: optuna.Study) -> dict[str, trials.Confirmation]:
-    from .confirm import existing
+    from .confirm import found
 
-    return trials.confirmations(existing(study), study.user_attrs.get("seeds", 3), study.user_attrs.get("confirm_epochs"))
+    return found(study)[0]
 
 
 def _row(t: optuna.trial.FrozenTrial, found: dict, front: set, target: float | None) -> dict[str, Any]:
-    a = t.user_attrs
-    accs = list(a.get("accuracies") or [])
-    failures = a.get("failures")
-    c = found.get(a.get("fingerprint")) if a.get("status") != "duplicate" else None
+    r = trials.Record.of(t)
+    c = found.get(r.fingerprint) if r.status != "duplicate" else None
     return {
-        "trial": t.number, "design": a.get("design", ""),
-        "status": a.get("status") or t.state.name.lower(),
-        "params": a.get("params"), "rf": a.get("rf"), "macs": a.get("macs"),
-        "lr": a.get("lr", math.nan), "epochs": len(accs),
-        "val_acc": accs[-1] if accs else math.nan,
-        "target_epoch": a.get("target_epoch"), "seconds": a.get("seconds", math.nan),
-        "meets_constraints": None if failures is None else not failures,
-        "reached_target": bool(a.get("reached_target")), "on_front": t.number in front,
+        "trial": t.number, "design": r.design, "status": r.status,
+        "params": r.params, "rf": r.rf, "macs": r.macs,
+        "lr": math.nan if r.lr is None else r.lr, "epochs": len(r.accuracies),
+        "val_acc": math.nan if r.val_accuracy is None else r.val_accuracy,
+        "target_epoch": r.target_epoch, "seconds": math.nan if r.seconds is None else r.seconds,
+        "meets_constraints": None if r.failures is None else not r.failures,
+        "reached_target": r.reached_target, "on_front": t.number in front,
         "seeds": f"{c.passed(target)}/{len(c.accuracies)}" if c and target is not None and c.accuracies else "",
         "test_mean": c.mean if c and c.accuracies else math.nan, "test_min": c.min if c and c.accuracies else math.nan,
         "test_max": c.max if c and c.accuracies else math.nan,
         "meets_target": (c.meets(target) if c.done or c.fails(target) else None) if c and target is not None else None,
-        "trained": bool(a.get("trained")),
+        "trained": r.trained,
         "note": _note(t), "choices": " ".join(f"{k}={v}" for k, v in t.params.items()),
     }
 
 
 def _note(t: optuna.trial.FrozenTrial) -> str:
     """Why a row looks the way it does: failed constraints, a duplicate, a NaN message, a retry."""
-    a = t.user_attrs
+    r, a = trials.Record.of(t), t.user_attrs
     parts = []
-    if a.get("failures"):
-        parts.append("fails " + "; ".join(a["failures"]))
-    if "duplicate_of" in a:
-        parts.append(f"same net as trial {a['duplicate_of']}")
-    if a.get("message"):
-        parts.append(str(a["message"]))
+    if r.failures:
+        parts.append("fails " + "; ".join(r.failures))
+    if r.duplicate_of is not None:
+        parts.append(f"same net as trial {r.duplicate_of}")
+    if r.message:
+        parts.append(r.message)
     first = trials.retried(a)
-    if first is not None and a.get("status") != "stuck":
-        parts.append(f"{_try(first)}: trained again at lr {a['lr']:g}")
-    if a.get("retry_of") is not None:
-        parts.append(f"repeats trial {a['retry_of']}, whose worker died")
+    if first is not None and r.status != "stuck":
+        parts.append(f"{_try(first)}: trained again at lr {r.lr:g}")
+    if r.retry_of is not None:
+        parts.append(f"repeats trial {r.retry_of}, whose worker died")
     stop = trials.rung_stop(a)
-    if a.get("status") == "stopped":
-        where = f"after {stop[0]:,} images (val {stop[1]:.2%})" if stop else f"at {a.get('stopped_at')}"
-        parts.append(f"stopped {where}: forecast end {a.get('predicted', 0):.2%}, short of the target")
+    if r.status == "stopped":
+        where = f"after {stop[0]:,} images (val {stop[1]:.2%})" if stop else f"at {r.stopped_at}"
+        parts.append(f"stopped {where}: forecast end {r.predicted or 0:.2%}, short of the target")
     elif stop:
         parts.append(f"stopped by halving after {stop[0]:,} images (val {stop[1]:.2%})")
     return "; ".join(parts)
@@ -224,13 +222,15 @@ def summary(study: optuna.Study, df: pd.DataFrame | None = None) -> list[str]:
              f"{len(df)} trials: " + (", ".join(f"{counts[s]} {s}" for s in order) or "none yet")]
     if trained_only(df).empty:
         return lines + ["no trained trial yet"]
-    target, cost = study.user_attrs.get("target", 1.0), study.user_attrs.get("cost", "params")
+    task = trials.StudyTask.of(study)
+    target, cost = (task.target if task.target is not None else 1.0), task.cost
     front = df[df.on_front].sort_values("params")
     reached = front[front.val_acc >= target]
     lines.append(f"front: {len(front)} trials (validation accuracy against {cost}); {len(reached)} reached the "
                  f"target on validation" + (f", the cheapest is trial {reached.trial.iloc[0]}" if len(reached) else ""))
-    found = _confirmations(study)
-    best = trials.best(found, target, cost)
+    from .confirm import found as confirmed
+
+    found, best = confirmed(study)
     for c in sorted(found.values(), key=lambda c: (c.figures.get(cost) or 0)):
         beaten = best is not None and c is not best and (best.figures.get(cost) or 0) < (c.figures.get(cost) or 0)
         lines.append(f"confirmed {c.line(target, cost)} -> {c.verdict(target, beaten)}")

@@ -28,7 +28,6 @@ candidates and none is still training.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import statistics
@@ -136,12 +135,13 @@ def open_study(cfg: SearchConfig) -> optuna.Study:
     if len(study.directions) != len(DIRECTIONS):
         raise NasError(f"study {cfg.name!r} was made by an older nas that chose on one objective; "
                        "pass another --study to start a new one")
-    if study.user_attrs.get("space", space.name) != space.name:
-        raise NasError(f"study {cfg.name!r} was made for space {study.user_attrs['space']!r}, not {space.name!r}; "
+    made = trials.StudyTask.of(study)
+    if (made.space or space.name) != space.name:
+        raise NasError(f"study {cfg.name!r} was made for space {made.space!r}, not {space.name!r}; "
                        "pass another --study")
     schedule = train_config(cfg).epochs
-    if study.user_attrs.get("epochs", schedule) != schedule:
-        raise NasError(f"study {cfg.name!r} compared its candidates on {study.user_attrs['epochs']} epochs, and "
+    if (made.epochs or schedule) != schedule:
+        raise NasError(f"study {cfg.name!r} compared its candidates on {made.epochs} epochs, and "
                        f"{space.source} now trains {schedule}; pass another --study to start a new one")
     frozen = check_frozen(study, space, epochs=schedule)
     wanted = {**frozen, "seeds": task.seeds}
@@ -175,7 +175,7 @@ def check_frozen(study: optuna.Study, space: Space, **more) -> dict[str, Any]:
 
 def validation_data(study: optuna.Study, data, train_limit: int | None = None, seed: int = 0):
     """What search trials train and evaluate on: the training images less the study's validation split."""
-    split = study.user_attrs["split"]
+    split = trials.StudyTask.of(study).split
     held = data.held_out(split["validation"], split["seed"])
     return held.subset(train=train_limit, seed=seed) if train_limit else held
 
@@ -243,7 +243,7 @@ class Objective:
                 trial.set_user_attr(key, value)
             trial.set_user_attr("spec", cand.analysis.spec.to_dict())
         size = cand.analysis.figures().get(cost) if cand.analysis is not None else None
-        fixed = bool(trial.user_attrs.get("design"))  # a documented design trains whatever it costs
+        fixed = bool(trials.Record.of(trial).design)  # a documented design trains whatever it costs
         cap = None if fixed or not cand.feasible else trials.cost_cap(trial.study, cost)
         over = cap is not None and size is not None and size >= cap
         trial.set_constraint("failures", float(len(cand.failures) + over))  # > 0: the sampler learns to avoid it
@@ -263,8 +263,9 @@ class Objective:
             return tuple(earlier.values)
         if cost == "latency":
             from .train import latency
-            trial.set_user_attr("latency", latency(build(spec, cand.analysis), spec.input, self.config.device))
-        return self._train(trial, cand.analysis, float(trial.user_attrs[cost]), fixed)
+            size = latency(build(spec, cand.analysis), spec.input, self.config.device)
+            trial.set_user_attr("latency", size)
+        return self._train(trial, cand.analysis, float(size), fixed)
 
     def _same_net(self, trial: optuna.Trial, fp: str):
         """A trained trial of the same net; if another worker is training it now, wait for its result.
@@ -276,12 +277,12 @@ class Objective:
         study = trial.study
         while True:
             same = [t for t in study.get_trials(deepcopy=False)
-                    if t.number != trial.number and t.user_attrs.get("fingerprint") == fp]
+                    if t.number != trial.number and trials.Record.of(t).fingerprint == fp]
             for t in same:
-                if t.state in TRAINED_STATES and t.user_attrs.get("trained"):
+                if t.state in TRAINED_STATES and trials.Record.of(t).trained:
                     return t
             busy = [t for t in same if t.state == TrialState.RUNNING
-                    and (t.user_attrs.get("trained") or t.number < trial.number)]
+                    and (trials.Record.of(t).trained or t.number < trial.number)]
             if not busy or not studies.heartbeat_enabled(study):
                 return None
             if self.stop.requested:
@@ -477,7 +478,8 @@ def _optimize(cfg: SearchConfig, study: optuna.Study, objective: Objective, stop
         return sampler.remaining(study) == 0 and not _queued(study)
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        status = trial.user_attrs.get("status")
+        record = trials.Record.of(trial)
+        status = record.status
         here["rejected"] += status == "rejected"
         if trials.trained(trial):
             here["trained"] += 1
@@ -485,7 +487,7 @@ def _optimize(cfg: SearchConfig, study: optuna.Study, objective: Objective, stop
         if on_trial:
             on_trial(trial)
         if here["nan"] and here["nan"] == here["trained"] >= min(3, cfg.wanted or 3):  # the settings, not the nets
-            diverged.append(trial.user_attrs.get("message", ""))
+            diverged.append(record.message)
         if (stop.requested or diverged or here["rejected"] >= max_rejections or not _to_start(study, cfg.wanted)
                 or covered()):
             study.stop()
@@ -540,8 +542,8 @@ def _outcome(study: optuna.Study, cfg: SearchConfig) -> Outcome:
                    stopped=c["stopped"], diverged=c["nan"], stuck=c["stuck"],
                    retried=c["retried"], duplicates=c["duplicate"], failed=c["failed"],
                    reached=c["reached"],
-                   check_ms=[t.user_attrs["check_ms"] for t in study.get_trials(deepcopy=False)
-                             if "check_ms" in t.user_attrs],
+                   check_ms=[r.check_ms for r in map(trials.Record.of, study.get_trials(deepcopy=False))
+                             if r.check_ms is not None],
                    front=trials.front(study, cfg.space.task.cost), results=cfg.results)
 
 
@@ -589,7 +591,7 @@ def check_data(space: Space, data) -> None:
 def save_spec(study_name: str, trial: optuna.trial.FrozenTrial, results: Path | None = None) -> Path:
     from .spec import Spec
     path = studies.study_dir(study_name, results) / "specs" / f"trial_{trial.number}.yaml"
-    spec = Spec.from_dict(trial.user_attrs["spec"])
+    spec = Spec.from_dict(trials.Record.of(trial).spec)
     return spec.save(path)
 
 
@@ -614,11 +616,11 @@ def describe(outcome: Outcome, cfg: SearchConfig) -> list[str]:
         return lines + ["no trained candidate on the front yet"]
     lines.append(f"front (validation accuracy against {task.cost}; target {task.target:.2%}):")
     for t in outcome.front:
-        a = t.user_attrs
+        r = trials.Record.of(t)
         path = save_spec(cfg.name, t, cfg.results)
-        reached = "  reached the target" if trials.val_accuracy(t) >= task.target else ""
-        lines.append(f"  trial {t.number:>3}  {_cost(a, task.cost):>14}  RF {a['rf']:>3}  "
-                     f"val {trials.val_accuracy(t):.2%}{reached}  {path}")
+        reached = "  reached the target" if r.val_accuracy >= task.target else ""
+        lines.append(f"  trial {t.number:>3}  {_cost(r, task.cost):>14}  RF {r.rf:>3}  "
+                     f"val {r.val_accuracy:.2%}{reached}  {path}")
     if outcome.confirmed is not None:
         lines += outcome.confirmed.lines()
     return lines
@@ -628,8 +630,8 @@ def _rates_note(tried: list[float]) -> str:
     return f" at lr {' and '.join(f'{lr:g}' for lr in tried)}"
 
 
-def _cost(attrs: dict, cost: str) -> str:
-    value = attrs.get(cost)
+def _cost(record: trials.Record, cost: str) -> str:
+    value = record.cost(cost)
     if cost == "latency":
         return f"{value * 1e6:,.1f} us/image"
     return f"{value:,} {cost}"
@@ -666,19 +668,8 @@ def search(space: Space | str, *, trials: int | None = None, minutes: float | No
                        data_dir=data_dir, device=device, train_limit=train_limit,
                        train_options=dict(train_options or {}), confirm=confirm, seeds=seeds, halving=halving,
                        **({"results": Path(results)} if results else {}))
-    with _optuna_quiet():
+    with studies.quiet():
         return execute(cfg, jobs, on_trial=on_trial, on_run=on_run, signals=False)
-
-
-@contextlib.contextmanager
-def _optuna_quiet():
-    """Optuna's line per trial says less than ``on_trial`` does; warnings still show."""
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(max(previous, optuna.logging.WARNING))
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(previous)
 
 
 def execute(cfg: SearchConfig, jobs: int = 1, data=None, train_fn: Callable | None = None,
@@ -759,5 +750,5 @@ def confirm(study: optuna.Study | str | None = None, *, storage: str | None = No
                        confirm=designs, seeds=seeds, **({"results": Path(results)} if results else {}))
     data = load_data(cfg)
     check_data(cfg.space, data)
-    with _optuna_quiet():
+    with studies.quiet():
         return confirm_runs(cfg, s, data, on_run=on_run, signals=signals)

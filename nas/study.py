@@ -18,6 +18,7 @@ database retries each call for ``NAS_DB_RETRY_SECONDS`` (default 60), then stops
 from __future__ import annotations
 
 import functools
+import contextlib
 import os
 import sys
 import threading
@@ -447,6 +448,18 @@ def url_for(storage: str | None, results: str | Path | None) -> str | None:
 
 def study_dir(study_name: str, results: Path | None = None) -> Path:
     return (results or RESULTS) / check_name(study_name)
+
+
+@contextlib.contextmanager
+def quiet(level: int = optuna.logging.WARNING):
+    """Optuna logs a line per trial, which says less than nas's own; at least ``level`` while inside
+    (the command line: ERROR, so a bad input stays one line; from Python: warnings still show)."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(previous, level))
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
 
 
 def load_runs(name: str, url: str | None = None) -> optuna.Study:

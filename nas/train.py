@@ -149,6 +149,9 @@ def _bad_setting(name: str, value) -> str:
     return what if too_low or (high is not None and value > high) else ""
 
 
+STATUSES = ("complete", "target_met", "stopped", "nan")  # how a training run ends (TrainResult.status)
+
+
 @dataclass
 class TrainResult:
     accuracies: list[float] = field(default_factory=list)  # accuracy on the evaluation images after each evaluated epoch
@@ -416,55 +419,27 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
     ('complete', 1)
     """
     started = time.perf_counter()
-    config = config or TrainConfig()
-    device = pick_device(config.device)
-    if device.type == "cpu":
-        _keep_freed_memory()
-    if config.reinit:
-        _reinit(model, config.seed)
-    torch.manual_seed(config.seed)  # dropout draws from the global generator
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    if data.device != device:
-        data = data.to(device)
-    if not isinstance(config.bf16, bool):
-        config = replace(config, bf16=native_bf16(device))
-    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=fmt)
-    net = torch.compile(model) if config.compile else model
-    norm = _Normalise(data, device, config.channels_last)
-    optimizer = NesterovSGD(model.parameters(), config.momentum, config.weight_decay)
-
-    n = len(data.y_train)
-    bs = min(config.batch_size, n)
-    # Its own generator, so switching recalibration on leaves the training batches as they were.
-    recal_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-    recal_idx = torch.randperm(n, generator=recal_gen, device=device)[:config.bn_recalibrate]
-    steps_per_epoch = n // bs  # drop the ragged last batch: it would only add a noisy small step
-    if steps_per_epoch == 0:
-        raise NasError(f"the training set of {data.name} is empty: check the dataset folder (train/<class>/)")
-    total = steps_per_epoch * config.epochs
-    eval_bs = config.eval_batch_size or bs
-    ema = WeightAverage(model, config.ema) if config.ema else None
+    env = _Environment.make(model, data, config or TrainConfig())
+    config, data, net, norm = env.config, env.data, env.net, env.norm
     result = TrainResult()
-    bar = _progress(total, config.progress)
-
+    bar = _progress(env.total, config.progress)
     scored: dict[int, float] = {}  # steps done -> accuracy: a rung at an epoch's end is scored once
 
     def evaluate() -> float:
         if steps.done not in scored:
-            with ema.swapped_in() if ema is not None else contextlib.nullcontext():
+            with env.ema.swapped_in() if env.ema is not None else contextlib.nullcontext():
                 if config.bn_recalibrate:
-                    recalibrate_bn(net, data.x_train[recal_idx], norm, eval_bs, config.bf16)
-                scored[steps.done] = accuracy(net, data.x_test, data.y_test, norm, eval_bs, config.bf16)
+                    recalibrate_bn(net, data.x_train[env.recal_idx], norm, env.eval_bs, config.bf16)
+                scored[steps.done] = accuracy(net, data.x_test, data.y_test, norm, env.eval_bs, config.bf16)
         return scored[steps.done]
 
-    steps = _Steps(net, optimizer, ema, data, norm, config, gen, bs, total, bar)
-    steps.checks = {-(-images // bs): images for images in rungs if 0 < images < total * bs}  # the step that passes it
+    steps = _Steps(net, env.optimizer, env.ema, data, norm, config, env.gen, env.bs, env.total, bar)
+    steps.checks = {-(-images // env.bs): images for images in rungs if 0 < images < env.total * env.bs}
     steps.score = lambda images: _rung(evaluate, on_rung, images, result)
     try:
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
-            losses = steps.run_epoch(epoch, steps_per_epoch, config.augment)
+            losses = steps.run_epoch(epoch, env.steps_per_epoch, config.augment)
             if steps.message:
                 result.status, result.message = "nan", steps.message
                 break
@@ -472,37 +447,87 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
                 result.status = "stopped"
                 result.message = f"stopped by the caller after {steps.stopped_at:,} images ({result.rungs[steps.stopped_at]:.4f})"
                 break
-            if not (config.eval_each_epoch or epoch == config.epochs):
-                result.epoch_seconds.append(time.perf_counter() - t0)
-                if on_epoch is not None and on_epoch(epoch, None):
-                    result.status, result.message = "stopped", f"stopped by the caller after epoch {epoch}"
-                    break
-                continue
-            acc = evaluate()
-            result.accuracies.append(acc)
-            result.losses.append(losses.mean().item())
+            acc = evaluate() if config.eval_each_epoch or epoch == config.epochs else None
+            if acc is not None:
+                result.accuracies.append(acc)
+                result.losses.append(losses.mean().item())
+                bar.set_postfix_str(f"epoch {epoch} eval {acc:.4f}")
             result.epoch_seconds.append(time.perf_counter() - t0)
-            bar.set_postfix_str(f"epoch {epoch} eval {acc:.4f}")
-            met = config.target is not None and acc >= config.target and result.target_epoch is None
-            if met:
-                result.target_epoch = epoch
-            caller_stops = on_epoch is not None and on_epoch(epoch, acc)
-            if met and config.stop_at_target:
-                result.status = "target_met"
-                result.message = f"reached {acc:.4f} >= target {config.target} at epoch {epoch}"
-                break
-            if caller_stops:
-                result.status = "stopped"
-                result.message = f"stopped by the caller after epoch {epoch} ({acc:.4f})"
+            if _stops_after(epoch, acc, config, on_epoch, result):
                 break
     finally:
         bar.close()
-    if ema is not None and result.accuracies:
-        ema.copy_to_model()  # the weights the last test measured (their BatchNorm statistics too)
+    if env.ema is not None and result.accuracies:
+        env.ema.copy_to_model()  # the weights the last test measured (their BatchNorm statistics too)
     if result.status == "complete":
         result.message = f"{config.epochs} epochs, final accuracy {result.final_accuracy:.4f}"
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass
+class _Environment:
+    """Everything a run is set up with before its first step: the device, the seeded generators, the
+    data on the device, the (compiled) net, the optimizer and the step counts."""
+
+    config: TrainConfig
+    data: TensorData
+    net: nn.Module
+    norm: "_Normalise"
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator
+    ema: "WeightAverage | None"
+    recal_idx: Tensor
+    bs: int
+    eval_bs: int
+    steps_per_epoch: int
+    total: int
+
+    @classmethod
+    def make(cls, model: nn.Module, data: TensorData, config: TrainConfig) -> "_Environment":
+        device = pick_device(config.device)
+        if device.type == "cpu":
+            _keep_freed_memory()
+        if config.reinit:
+            _reinit(model, config.seed)
+        torch.manual_seed(config.seed)  # dropout draws from the global generator
+        gen = torch.Generator(device=device).manual_seed(config.seed)
+        if data.device != device:
+            data = data.to(device)
+        if not isinstance(config.bf16, bool):
+            config = replace(config, bf16=native_bf16(device))
+        fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+        model.to(device=device, memory_format=fmt)
+        n = len(data.y_train)
+        bs = min(config.batch_size, n)
+        # Its own generator, so switching recalibration on leaves the training batches as they were.
+        recal_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+        recal_idx = torch.randperm(n, generator=recal_gen, device=device)[:config.bn_recalibrate]
+        steps_per_epoch = n // bs  # drop the ragged last batch: it would only add a noisy small step
+        if steps_per_epoch == 0:
+            raise NasError(f"the training set of {data.name} is empty: check the dataset folder (train/<class>/)")
+        return cls(config, data, torch.compile(model) if config.compile else model,
+                   _Normalise(data, device, config.channels_last),
+                   NesterovSGD(model.parameters(), config.momentum, config.weight_decay), gen,
+                   WeightAverage(model, config.ema) if config.ema else None, recal_idx, bs,
+                   config.eval_batch_size or bs, steps_per_epoch, steps_per_epoch * config.epochs)
+
+
+def _stops_after(epoch: int, acc: float | None, config: TrainConfig, on_epoch: OnEpoch | None,
+                 result: TrainResult) -> bool:
+    """The stop rules at an epoch's end (``acc`` None: not evaluated): the target met with
+    ``stop_at_target``, or the caller's ``on_epoch``. Records the target's epoch and the status."""
+    met = acc is not None and config.target is not None and acc >= config.target and result.target_epoch is None
+    if met:
+        result.target_epoch = epoch
+    caller_stops = on_epoch is not None and on_epoch(epoch, acc)
+    if met and config.stop_at_target:
+        result.status = "target_met"
+        result.message = f"reached {acc:.4f} >= target {config.target} at epoch {epoch}"
+    elif caller_stops:
+        result.status = "stopped"
+        result.message = f"stopped by the caller after epoch {epoch}" + (f" ({acc:.4f})" if acc is not None else "")
+    return result.status != "complete"
 
 
 def _rung(evaluate: Callable[[], float], on_rung: OnRung | None, images: int, result: TrainResult) -> bool:

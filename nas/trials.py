@@ -91,7 +91,105 @@ def confirm_study_name(study_name: str, train_limit: int | None = None) -> str:
     return study_name + CONFIRM_SUFFIX + (f"-limit{train_limit}" if train_limit else "")
 
 
+# -- the study -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StudyTask:
+    """What a study recorded of its task when it was made (:func:`nas.search.check_frozen`), typed.
+    Report, export and confirmation read the task from here, never from the space file as it is now.
+
+    >>> study = optuna.create_study()
+    >>> study.set_user_attr("target", 0.994); study.set_user_attr("constraints", {"max_params": 20000})
+    >>> task = StudyTask.of(study)
+    >>> task.target, task.cost, task.seeds, task.constraints
+    (0.994, 'params', 3, {'max_params': 20000})
+    """
+
+    space: str = ""
+    space_file: str | None = None
+    dataset: str = ""
+    target: float | None = None  # None: not a study made by `nas search`
+    max_epochs: int | None = None
+    epochs: int | None = None  # the schedule search trials train
+    confirm_epochs: int | None = None  # the schedule confirmation runs train
+    constraints: dict[str, Any] = field(default_factory=dict)
+    cost: str = "params"
+    seeds: int = 3
+    val_threshold: float | None = None
+    input_norm: dict[str, list[float]] | None = None
+    split: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> "StudyTask":
+        u = study.user_attrs
+        return cls(**{f: u[f] for f in cls.__dataclass_fields__ if u.get(f) is not None})
+
+
 # -- search trials --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    """A search trial's record, typed: what the search wrote (the table above), read in one place.
+
+    Studies made by older versions lack some attributes; they read as the defaults.
+
+    >>> t = optuna.trial.create_trial(value=0.9, user_attrs={"status": "complete", "params": 900, "rf": 30,
+    ...                               "accuracies": [0.8, 0.9], "trained": True})
+    >>> r = Record.of(t)
+    >>> r.status, r.params, r.val_accuracy, r.cost("params"), r.design
+    ('complete', 900, 0.9, 900, '')
+    """
+
+    number: int
+    status: str  # one of SEARCH_STATUSES, else the Optuna state's name (a trial still running, say)
+    trained: bool = False
+    design: str = ""
+    spec: dict | None = None
+    fingerprint: str | None = None
+    params: int | None = None
+    rf: int | None = None
+    macs: int | None = None
+    latency: float | None = None
+    failures: tuple[str, ...] | None = None  # None: not checked (an old study)
+    check_ms: float | None = None
+    accuracies: tuple[float, ...] = ()
+    curve: tuple[tuple[float, float], ...] = ()
+    stopped_at: str | None = None
+    predicted: float | None = None
+    lr: float | None = None
+    target_epoch: int | None = None
+    reached_target: bool = False
+    seconds: float | None = None
+    weights: str | None = None
+    message: str = ""
+    duplicate_of: int | None = None
+    retry_of: int | None = None
+
+    @classmethod
+    def of(cls, t: FrozenTrial | optuna.Trial) -> "Record":
+        """The record of a finished trial, or of a live one (a trial being checked or trained)."""
+        a = t.user_attrs
+        failures = a.get("failures")
+        state = getattr(t, "state", TrialState.RUNNING)
+        return cls(
+            number=t.number, status=a.get("status") or state.name.lower(), trained=bool(a.get("trained")),
+            design=a.get("design") or "", spec=a.get("spec"), fingerprint=a.get("fingerprint"),
+            params=a.get("params"), rf=a.get("rf"), macs=a.get("macs"), latency=a.get("latency"),
+            failures=None if failures is None else tuple(failures), check_ms=a.get("check_ms"),
+            accuracies=tuple(x for x in a.get("accuracies") or () if x is not None),
+            curve=tuple(tuple(p) for p in a.get("curve") or ()), stopped_at=a.get("stopped_at", a.get("pruned_at")),
+            predicted=a.get("predicted"), lr=a.get("lr"), target_epoch=a.get("target_epoch"),
+            reached_target=bool(a.get("reached_target")), seconds=a.get("seconds"), weights=a.get("weights"),
+            message=str(a.get("message") or ""), duplicate_of=a.get("duplicate_of"), retry_of=a.get("retry_of"))
+
+    @property
+    def val_accuracy(self) -> float | None:
+        """The validation accuracy it ended with, or None if it has none."""
+        return self.accuracies[-1] if self.accuracies else None
+
+    def cost(self, name: str) -> float | None:
+        """The figure the task calls its cost: ``params``, ``macs`` or ``latency``."""
+        return getattr(self, name)
 
 def trained(t: FrozenTrial) -> bool:
     """Trained to an end of its own: not a duplicate of another trial's net, not a failed worker's."""
@@ -187,21 +285,73 @@ def front(study: optuna.Study, cost: str = "params") -> list[FrozenTrial]:
 
 
 def to_confirm(study: optuna.Study, target: float, cost: str = "params", limit: int = 3) -> list[FrozenTrial]:
-    """The candidates that matter, at most ``limit``: front trials whose validation accuracy is within
-    the noise of ``target`` (the study's ``val_threshold``, :func:`nas.forecast.within_noise`),
-    cheapest first; then, if fewer are, the most accurate of the rest of the front.
+    """The candidates that matter, at most ``limit``: feasible trials trained to the end whose
+    validation accuracy is within the noise of ``target`` (the study's ``val_threshold``,
+    :func:`nas.forecast.within_noise`), cheapest first, whether or not they are on the front; then,
+    if fewer are, the most accurate of the rest of the front.
 
-    Confirmation is sequential and stops at a design's first seed below the target, so trying the
-    cheap near-misses first costs at most one run each; confirmation, not the search, decides.
+    Within the noise, a net that a cheaper one beats on validation by a hair is no worse (mnist_dws6k:
+    four nets within 0.02 points, and only the front's one was confirmed). Confirmation is
+    sequential and stops at a design's first seed below the target, so trying the cheap near-misses
+    first costs at most one run each; confirmation, not the search, decides.
     """
     target = min(target, study.user_attrs.get("val_threshold", target))
     on_front = front(study, cost)
-    reached = [t for t in on_front if val_accuracy(t) >= target]
+    near = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if finished(t) and not t.user_attrs.get("failures") and t.user_attrs.get(cost) is not None
+            and (val_accuracy(t) or 0.0) >= target]
+    near.sort(key=lambda t: (t.user_attrs[cost], -val_accuracy(t), t.number))
     rest = sorted((t for t in on_front if val_accuracy(t) < target), key=lambda t: -val_accuracy(t))
-    return (reached + rest)[:limit]
+    return (near + rest)[:limit]
 
 
 # -- confirmations ---------------------------------------------------------------------------------
+
+FIGURES = ("params", "rf", "macs", "latency", "failures")  # what a run carries of its net's analysis
+
+
+@dataclass(frozen=True)
+class Run:
+    """A confirmation run's record, typed: one design, one seed, every training image, tested once.
+
+    >>> t = optuna.trial.create_trial(value=0.995, user_attrs={"kind": "confirm", "fingerprint": "ab12", "seed": 1,
+    ...     "epochs": 15, "source": "trial 3", "params": 900, "accuracy": 0.995, "status": "confirmed"})
+    >>> r = Run.of(t)
+    >>> r.seed, r.figures, r.accuracy, r.same_run("ab12", 1, 15)
+    (1, {'params': 900}, 0.995, True)
+    """
+
+    number: int
+    status: str  # one of CONFIRM_STATUSES, else the Optuna state's name (a queued or running run)
+    kind: str = ""
+    fingerprint: str = ""
+    seed: int = 0
+    epochs: int | None = None  # None: queued before runs recorded their schedule
+    spec: dict | None = None
+    source: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+    every_seed: bool = False
+    accuracy: float = 0.0
+    seconds: float | None = None
+    weights: str | None = None
+    message: str = ""
+
+    @classmethod
+    def of(cls, t: FrozenTrial | optuna.Trial) -> "Run":
+        a = t.user_attrs
+        state = getattr(t, "state", TrialState.RUNNING)
+        return cls(number=t.number, status=a.get("status") or state.name.lower(), kind=a.get("kind", ""),
+                   fingerprint=a.get("fingerprint", ""), seed=a.get("seed", 0), epochs=a.get("epochs"),
+                   spec=a.get("spec"), source=a.get("source", ""),
+                   figures={k: a[k] for k in FIGURES if a.get(k) is not None}, lr=a.get("lr"),
+                   every_seed=bool(a.get("every_seed")), accuracy=float(a.get("accuracy", 0.0)),
+                   seconds=a.get("seconds"), weights=a.get("weights"), message=str(a.get("message") or ""))
+
+    def same_run(self, fingerprint: str, seed: int, epochs: int) -> bool:
+        """This run trains that design with that seed on that schedule."""
+        return (self.fingerprint == fingerprint and self.seed == seed
+                and (self.epochs if self.epochs is not None else epochs) == epochs)
 
 @dataclass
 class Confirmation:
@@ -302,18 +452,17 @@ def confirmations(study: optuna.Study | None, wanted: int = 3, epochs: int | Non
     out: dict[str, Confirmation] = {}
     if study is None:
         return out
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        a = t.user_attrs
-        if a.get("kind") != "confirm" or a.get("status") == "duplicate":
+    for r in map(Run.of, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+        if r.kind != "confirm" or r.status == "duplicate":
             continue
-        if epochs is not None and a.get("epochs") != epochs:
+        if epochs is not None and r.epochs != epochs:
             continue
-        c = out.setdefault(a["fingerprint"], Confirmation(
-            a["fingerprint"], a.get("source", ""), {k: a.get(k) for k in ("params", "rf", "macs", "latency", "failures")},
-            wanted=wanted, epochs=a.get("epochs"), spec=a.get("spec")))
-        c.accuracies[a["seed"]] = float(a.get("accuracy", 0.0))
-        if a.get("weights"):
-            c.weights[a["seed"]] = a["weights"]
+        c = out.setdefault(r.fingerprint, Confirmation(
+            r.fingerprint, r.source, {k: r.figures.get(k) for k in FIGURES}, wanted=wanted, epochs=r.epochs,
+            spec=r.spec))
+        c.accuracies[r.seed] = r.accuracy
+        if r.weights:
+            c.weights[r.seed] = r.weights
     return out
 
 

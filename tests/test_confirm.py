@@ -99,6 +99,18 @@ def test_front_is_cheapest_first_and_confirmation_picks_those_that_reached_the_t
     assert picked(0.999) == [400, 200, 100]  # none reached it: the most accurate first
 
 
+def test_confirmation_tries_every_cheap_net_within_the_noise_not_only_the_front():
+    """Three nets within the noise of the target: the front holds one, confirmation is offered all."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("val_threshold", 0.99)
+    for acc, params in ((0.9934, 5290), (0.9932, 5402), (0.9932, 5860), (0.9930, 5640), (0.985, 4000)):
+        study.add_trial(optuna.trial.create_trial(values=[acc, params], user_attrs={
+            "trained": True, "status": "complete", "accuracies": [acc], "params": params, "failures": []}))
+    assert [t.user_attrs["params"] for t in trials.front(study)] == [4000, 5290]
+    picked = [t.user_attrs["params"] for t in trials.to_confirm(study, 0.994)]
+    assert picked == [5290, 5402, 5640]  # cheapest first, though only 5,290 is on the front
+
+
 def test_best_is_the_cheapest_design_that_meets_the_target_in_every_seed():
     c = trials.Confirmation
     found = {

@@ -329,3 +329,21 @@ def test_cli_train_needs_a_dataset_for_unusual_inputs(tmp_path):
     (tmp_path / "odd.yaml").write_text("input: [2, 9, 9]\nlayers: [gap, flatten]\n")
     out = CliRunner().invoke(main, ["train", str(tmp_path / "odd.yaml")])
     assert out.exit_code == 2 and "pass --dataset" in out.output
+
+
+def test_the_fake_trainer_keeps_the_real_trainers_contract():
+    """The search and confirmation tests train with toys.FakeTrainer: it takes what nas.train.train
+    takes, and returns the real TrainResult with a status the real trainer gives."""
+    import inspect
+
+    from nas.train import STATUSES, TrainResult, settings, train
+    from toys import FakeTrainer, tiny_data
+
+    real = inspect.signature(train).parameters
+    fake = inspect.signature(FakeTrainer().__call__).parameters
+    assert list(fake) == list(real)
+    assert [p.default for p in fake.values()] == [p.default for p in real.values()]
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    result = FakeTrainer()(model, tiny_data(), settings(epochs=4, batch_size=32, target=0.95))
+    assert type(result) is TrainResult and result.status in STATUSES
+    assert TrainResult().status in STATUSES

@@ -1,7 +1,6 @@
 """Toy spaces and a fake trainer, shared by the search, API and report tests."""
 import os
 import signal
-from dataclasses import dataclass
 
 SPACE = {
     "name": "toy",
@@ -43,15 +42,13 @@ def tiny_data(train: int = 120, test: int = 40, seed: int = 0, side: int = 12, c
                       (0.5,), (0.29,))
 
 
-@dataclass
-class FakeResult:
-    accuracies: list
-    losses: list
-    epoch_seconds: list
-    seconds: float
-    target_epoch: int | None
-    status: str
-    message: str = ""
+def FakeResult(accuracies: list, losses: list, epoch_seconds: list, seconds: float, target_epoch: int | None,
+               status: str, message: str = ""):
+    """What the fake trainer returns: the real trainer's own TrainResult, so the two cannot drift."""
+    from nas.train import TrainResult
+
+    return TrainResult(accuracies=list(accuracies), losses=list(losses), epoch_seconds=list(epoch_seconds),
+                       seconds=seconds, target_epoch=target_epoch, status=status, message=message)
 
 
 class FakeTrainer:
@@ -67,7 +64,10 @@ class FakeTrainer:
     def result(accs: list, status: str) -> FakeResult:
         return FakeResult(accs, [0.0] * len(accs), [0.01] * len(accs), 0.01, None, status)
 
-    def __call__(self, model, data, config, on_epoch=None, rungs=(), on_rung=None):
+    def __call__(self, model, data, config=None, on_epoch=None, rungs=(), on_rung=None):
+        from nas.train import TrainConfig
+
+        config = config or TrainConfig()
         width = next(model.parameters()).shape[0]
         self.calls.append(width)
         self.configs.append(config)
