@@ -55,6 +55,7 @@ from .sampler import Catalogue, Sampler
 from .schedule import rates, train_config
 from .analysis import analyse
 from .space import Space, fingerprint
+from .train import images_per_epoch
 from .train import train as train_run
 from .trials import TRAINED_STATES, counts
 from .workers import Interrupted, Stop, worker_name
@@ -227,7 +228,7 @@ class Objective:
         self.config = train_config(cfg)
         self.forecast = Forecast(within_noise(cfg.space.task.target, len(data.y_test)))
         n = len(data.y_train)
-        self.images_per_epoch = n // min(self.config.batch_size, n) * min(self.config.batch_size, n)
+        self.images_per_epoch = images_per_epoch(n, self.config.batch_size)
         self.rungs = rungs(self.config.epochs, self.images_per_epoch, cfg.halving)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:

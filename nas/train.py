@@ -149,6 +149,17 @@ def _bad_setting(name: str, value) -> str:
     return what if too_low or (high is not None and value > high) else ""
 
 
+def images_per_epoch(n: int, batch_size: int) -> int:
+    """The training images one epoch of ``n`` shows in batches of ``batch_size``: whole batches only
+    (the ragged last batch is dropped; it would only add a noisy small step). Rungs count these.
+
+    >>> images_per_epoch(55000, 128), images_per_epoch(100, 128)
+    (54912, 100)
+    """
+    bs = min(batch_size, n)
+    return n // bs * bs if bs else 0
+
+
 STATUSES = ("complete", "target_met", "stopped", "nan")  # how a training run ends (TrainResult.status)
 
 
@@ -503,7 +514,7 @@ class _Environment:
         # Its own generator, so switching recalibration on leaves the training batches as they were.
         recal_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
         recal_idx = torch.randperm(n, generator=recal_gen, device=device)[:config.bn_recalibrate]
-        steps_per_epoch = n // bs  # drop the ragged last batch: it would only add a noisy small step
+        steps_per_epoch = images_per_epoch(n, bs) // bs if bs else 0
         if steps_per_epoch == 0:
             raise NasError(f"the training set of {data.name} is empty: check the dataset folder (train/<class>/)")
         return cls(config, data, torch.compile(model) if config.compile else model,

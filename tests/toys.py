@@ -65,7 +65,7 @@ class FakeTrainer:
         return FakeResult(accs, [0.0] * len(accs), [0.01] * len(accs), 0.01, None, status)
 
     def __call__(self, model, data, config=None, on_epoch=None, rungs=(), on_rung=None):
-        from nas.train import TrainConfig
+        from nas.train import TrainConfig, images_per_epoch
 
         config = config or TrainConfig()
         width = next(model.parameters()).shape[0]
@@ -73,7 +73,7 @@ class FakeTrainer:
         self.configs.append(config)
         curve = {2: [0.4, 0.41, 0.42, 0.43], 4: [0.7, 0.9, 0.93, 0.94]}.get(width, [0.8, 0.9, 0.96, 0.97])
         accs, target_epoch, status = [], None, "complete"
-        per_epoch = len(data.y_train) // min(config.batch_size, len(data.y_train)) * min(config.batch_size, len(data.y_train))
+        per_epoch = images_per_epoch(len(data.y_train), config.batch_size)
         for epoch, acc in enumerate(curve, start=1):
             if self.interrupt_on_call == len(self.calls) and epoch == 1:
                 os.kill(os.getpid(), signal.SIGINT)
