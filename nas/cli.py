@@ -318,7 +318,7 @@ def _print_run(t, runs: tuple[str, str | None] | None = None) -> None:
 
         seconds = trials.confirm_left(studies.load_runs(*runs))
         if seconds:
-            left = f"  [confirmation: at most {max(1, round(seconds / 60))} min left]"
+            left = f"  [at most {max(1, round(seconds / 60))} min of confirmation left]"
     click.echo(f"confirm {r.source:<12} seed {r.seed}  {r.figures.get('params', 0):>7,} params  "
                f"test {r.accuracy:.4f} after {r.epochs} epochs  {r.seconds or 0:.0f} s{left}")
 

@@ -108,6 +108,8 @@ def test_from_python_the_search_leaves_the_interrupt_handler_alone_and_ctrl_c_re
             seen.append(signal.getsignal(signal.SIGINT))
             return super().__call__(*args, **kwargs)
 
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background (nohup, `&`): Ctrl-C ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     before = signal.getsignal(signal.SIGINT)
     out = execute(_toy_config(tmp_path, trials=3, enqueue=("small_one",)), data=tiny_data(),
                   train_fn=Watching(interrupt_on_call=1), signals=False)  # what nas.search calls

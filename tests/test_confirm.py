@@ -211,7 +211,7 @@ def test_reproduce_prints_a_documented_designs_confirmed_figures(tmp_path, monke
     runs = [line for line in lines if line.startswith("confirm seed001      seed ")]
     assert len(runs) == 2
     # the time left, from the runs finished so far: one more run of about the first one's time
-    assert runs[0].endswith(" s  [confirmation: at most 1 min left]") and "[confirmation" not in runs[1], runs
+    assert runs[0].endswith(" s  [at most 1 min of confirmation left]") and "of confirmation left" not in runs[1], runs
     assert lines[-2].startswith("confirmation: 15 epochs on all 256 training images, tested once after the last epoch")
     assert lines[-1].startswith("seed001: 18,666 params; ") and " seeds >= 99.40% at epoch 15; test mean " in lines[-1]
     again = CliRunner().invoke(main, args)  # resumes: both seeds are done, nothing is trained again

@@ -303,7 +303,7 @@ def test_killed_worker_trial_fails_and_is_retrained_by_another(pg, image_data, t
 def test_worker_rides_out_a_short_outage_and_stops_cleanly_on_a_long_one(pg, image_data, tmp_path):
     data, cache = image_data
     url = pg.create_database("outage")
-    space = write_space(tmp_path, data, batch=4)
+    space = write_space(tmp_path, data, batch=1)
     args = ["search", "--space", str(space), "--trials", "1", "--storage", url, "--results", str(tmp_path / "res"), "--confirm", "0"]
 
     # an outage while training: the worker retries its database calls, and finishes once it is back
