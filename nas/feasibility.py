@@ -299,9 +299,10 @@ def _hint(f: Feasibility, space: Space) -> str:
 def require_feasible(f: Feasibility) -> str:
     """Fail fast, with the hint, when enumeration proves that nothing meets the constraints.
 
-    A sampled space is never called infeasible: when neither the samples nor the walk found a
-    feasible point, this returns a one-line warning (what was tried, what came closest) for the
-    caller to print, and the search goes on. Returns "" when there is nothing to say.
+    A sampled space is never called infeasible here: when neither the samples nor the walk found a
+    feasible point, this returns a one-line warning (what was tried, what came closest) and the
+    caller decides: ``nas space`` prints it, ``nas search`` refuses to start, since its sampler would
+    do no better than the walk. Returns "" when there is nothing to say.
     """
     if f.any_feasible:
         return ""

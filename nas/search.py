@@ -44,6 +44,7 @@ from optuna.trial import TrialState
 from . import registry
 from . import study as studies
 from . import trials
+from .analysis import analyse
 from .build import build
 from .confirm import Confirmed
 from .confirm import confirm as confirm_runs
@@ -53,7 +54,6 @@ from .files import save_torch
 from .forecast import Forecast, at_chance, rungs, within_noise
 from .sampler import Catalogue, Sampler
 from .schedule import rates, train_config
-from .analysis import analyse
 from .space import Space, fingerprint
 from .train import images_per_epoch
 from .train import train as train_run
@@ -277,13 +277,12 @@ class Objective:
         """
         study = trial.study
         while True:
-            same = [t for t in study.get_trials(deepcopy=False)
-                    if t.number != trial.number and trials.Record.of(t).fingerprint == fp]
-            for t in same:
-                if t.state in TRAINED_STATES and trials.Record.of(t).trained:
+            same = [(t, trials.Record.of(t)) for t in study.get_trials(deepcopy=False)
+                    if t.number != trial.number and t.user_attrs.get("fingerprint") == fp]  # cheap filter first
+            for t, r in same:
+                if t.state in TRAINED_STATES and r.trained:
                     return t
-            busy = [t for t in same if t.state == TrialState.RUNNING
-                    and (trials.Record.of(t).trained or t.number < trial.number)]
+            busy = [t for t, r in same if t.state == TrialState.RUNNING and (r.trained or t.number < trial.number)]
             if not busy or not studies.heartbeat_enabled(study):
                 return None
             if self.stop.requested:

@@ -17,8 +17,8 @@ database retries each call for ``NAS_DB_RETRY_SECONDS`` (default 60), then stops
 """
 from __future__ import annotations
 
-import functools
 import contextlib
+import functools
 import os
 import sys
 import threading
