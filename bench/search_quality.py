@@ -219,7 +219,7 @@ def main() -> None:
     args = p.parse_args()
     full = load("mnist", data_dir=args.data_dir)
     searched = full.held_out(5000, 0)
-    threshold = within_noise(args.target, len(searched.y_test))
+    threshold = within_noise(args.target, len(searched.y_eval))
     searched = searched.subset(train=args.train_limit, seed=0)  # what nas's arm trains on (--train-limit)
     report = {"command": "python bench/search_quality.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),

@@ -299,8 +299,9 @@ def _print_trial(t, ends: float | None = None) -> None:
     left = ""
     if ends is not None:
         import time
-        minutes = (ends - time.monotonic()) / 60
-        left = f"  [search: {minutes:.0f} min left]" if minutes >= 0.5 else "  [search budget spent: finishing]"
+        from .search import budget_left
+
+        left = f"  [{budget_left(ends - time.monotonic())}]"
     click.echo(f"trial {t.number:>3} {status:<11} {r.params or 0:>7,} params  RF {r.rf or 0:>3}  {acc}"
                f"{'  ' + format(r.seconds, '.0f') + ' s' if r.seconds is not None else ''}{left}")
 
@@ -496,7 +497,7 @@ def train_cmd(design, dataset, data_dir, epochs, target, stop_at_target, device,
                      bf16="auto" if bf16 is None else bf16, compile=compile_)
     a, data, config, model = run.analysis, run.data, run.config, run.model
     click.echo(f"{a.spec.name}: {a.params:,} params on {data.name} "
-               f"({len(data.y_train):,} train / {len(data.y_test):,} test images), {config.epochs} epochs, "
+               f"({len(data.y_train):,} train / {len(data.y_eval):,} {data.eval_split} images), {config.epochs} epochs, "
                f"{config.device}")
     last = [time.perf_counter()]
 

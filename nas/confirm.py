@@ -111,10 +111,9 @@ def queue(runs: optuna.Study, spec: dict, source: str, figures: dict, seeds: int
             and r.status != "duplicate"}
     for seed in range(seeds):
         if seed not in have:
-            runs.enqueue_trial({}, user_attrs={"kind": "confirm", "fingerprint": fp, "seed": seed, "epochs": epochs,
-                                               "spec": spec, "source": source, **figures,
-                                               **({"every_seed": True} if every_seed else {}),
-                                               **({"lr": lr} if lr is not None else {})})
+            runs.enqueue_trial({}, user_attrs=trials.checked({
+                "kind": "confirm", "fingerprint": fp, "seed": seed, "epochs": epochs, "spec": spec, "source": source,
+                **figures, **({"every_seed": True} if every_seed else {}), **({"lr": lr} if lr is not None else {})}))
     return fp
 
 
@@ -138,7 +137,7 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
     seeds, epochs = cfg.seeds or task.seeds, train_config(cfg, confirm_seed=0).epochs
     runs = companion(study, cfg.train_limit)
     if not cfg.train_limit and study.user_attrs.get("confirm_epochs") != epochs:
-        study.set_user_attr("confirm_epochs", epochs)  # reports and export count runs of this schedule only
+        trials.write(study, confirm_epochs=epochs)  # reports and export count runs of this schedule only
     planned: dict[str, tuple[str, dict]] = {}  # fingerprint -> (source, figures), cheapest first
     for t in map(trials.Record.of, trials.to_confirm(study, task.target, task.cost, cfg.confirm)):
         figures = _figures({k: getattr(t, k) for k in trials.FIGURES})
@@ -192,17 +191,16 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
     from .train import train
 
     a = trials.Run.of(trial)
-    trial.set_user_attr("worker", worker_name())
+    trials.write(trial, worker=worker_name())
     config = train_config(cfg, confirm_seed=a.seed, lr=a.lr)  # the recipe its search trial used
     if _taken(runs, trial, a.fingerprint, a.seed, config.epochs):
-        trial.set_user_attr("status", "duplicate")
+        trials.write(trial, status="duplicate")
         runs.tell(trial, state=TrialState.PRUNED)
         return 0
     task, seeds = cfg.space.task, cfg.seeds or cfg.space.task.seeds
     why = _needless(runs, a, task.target, task.cost, seeds, config.epochs)
     if why:
-        trial.set_user_attr("status", "skipped")
-        trial.set_user_attr("message", why)
+        trials.write(trial, status="skipped", message=why)
         runs.tell(trial, state=TrialState.PRUNED)
         return 0
     model = build(Spec.from_dict(a.spec))
@@ -223,19 +221,16 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
         _requeue(runs, trial)
         return 0
     if result.status == "stopped":  # decided without this run
-        trial.set_user_attr("status", "skipped")
-        trial.set_user_attr("message", decided[0])
+        trials.write(trial, status="skipped", message=decided[0])
         runs.tell(trial, state=TrialState.PRUNED)
         return 0
     accuracy = result.accuracies[-1] if result.status != "nan" and result.accuracies else 0.0
-    trial.set_user_attr("accuracy", accuracy)
-    trial.set_user_attr("epochs", config.epochs)
-    trial.set_user_attr("seconds", round(result.seconds, 2))
+    trials.write(trial, accuracy=accuracy, epochs=config.epochs, seconds=round(result.seconds, 2))
     if result.status != "nan":  # a diverged net's weights are not kept
-        trial.set_user_attr("weights", _save(cfg, a.fingerprint, a.seed, config.epochs, model))
-    trial.set_user_attr("status", "nan" if result.status == "nan" else "confirmed")
+        trials.write(trial, weights=_save(cfg, a.fingerprint, a.seed, config.epochs, model))
+    trials.write(trial, status="nan" if result.status == "nan" else "confirmed")
     if result.status == "nan":
-        trial.set_user_attr("message", result.message)
+        trials.write(trial, message=result.message)
     runs.tell(trial, accuracy)
     return 1
 
@@ -270,7 +265,7 @@ def _requeue(runs: optuna.Study, trial: optuna.Trial, quietly: bool = False) -> 
     """Queue the run again and fail this trial. ``quietly``: on the way out with another error, which
     matters more than a failure here (a lost database, say: the heartbeat then retries the run)."""
     try:
-        trial.set_user_attr("status", "interrupted")
+        trials.write(trial, status="interrupted")
         runs.enqueue_trial({}, user_attrs=trials.carried(trial.user_attrs))
         runs.tell(trial, state=TrialState.FAIL)
     except Exception:

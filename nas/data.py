@@ -68,16 +68,21 @@ _ALIASES = {"fashionmnist": "fashion_mnist", "cifar": "cifar10", "cifar_10": "ci
 
 @dataclass
 class TensorData:
-    """A whole dataset as tensors: uint8 images ``(N, C, H, W)`` and int64 labels, on one device."""
+    """A whole dataset as tensors: uint8 images ``(N, C, H, W)`` and int64 labels, on one device.
+
+    ``x_eval``, ``y_eval`` are what a run is scored on: the test set as loaded, or the validation
+    split after :meth:`held_out`; ``eval_split`` says which, so no caller mistakes one for the other.
+    """
 
     name: str
     x_train: Tensor
     y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
+    x_eval: Tensor
+    y_eval: Tensor
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    eval_split: str = "test"  # "test" or "validation"
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -92,14 +97,14 @@ class TensorData:
         return self.x_train.device
 
     def to(self, device: str | torch.device) -> "TensorData":
-        return replace(self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
+        return replace(self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_eval", "y_eval")})
 
     def subset(self, train: int | None = None, test: int | None = None, seed: int = 0) -> "TensorData":
         """A class-stratified random slice of ``train`` and ``test`` images (None keeps all)."""
         gen = torch.Generator().manual_seed(seed)
         xtr, ytr = _stratified(self.x_train, self.y_train, train, gen)
-        xte, yte = _stratified(self.x_test, self.y_test, test, gen)
-        return replace(self, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+        xte, yte = _stratified(self.x_eval, self.y_eval, test, gen)
+        return replace(self, x_train=xtr, y_train=ytr, x_eval=xte, y_eval=yte)
 
     def check_fits(self, input_shape, out_shape, what: str) -> None:
         """A net of that input and output shape must take these images and give one score per class."""
@@ -125,13 +130,13 @@ class TensorData:
         """The training images split in two, so that choices are made without the test set.
 
         ``validation`` images (a count, or a fraction below 1), drawn class-stratified with
-        ``seed``, become the evaluation part (``x_test``, ``y_test``); the rest stay for training.
+        ``seed``, become the evaluation part (``x_eval``, ``y_eval``); the rest stay for training.
         The test images are never read.
 
         >>> d = TensorData("toy", torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1), torch.tensor([0, 1] * 5),
         ...                None, None, ["a", "b"], (0.5,), (0.25,))
         >>> v = d.held_out(4, seed=0)
-        >>> len(v.y_train), len(v.y_test), sorted(v.x_train.flatten().tolist() + v.x_test.flatten().tolist())
+        >>> len(v.y_train), len(v.y_eval), sorted(v.x_train.flatten().tolist() + v.x_eval.flatten().tolist())
         (6, 4, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
         """
         n, count = len(self.y_train), self.validation_count(validation)
@@ -139,7 +144,7 @@ class TensorData:
         rest = torch.ones(n, dtype=torch.bool, device=self.y_train.device)
         rest[keep] = False
         return TensorData(f"{self.name} (validation split)", self.x_train[rest], self.y_train[rest],
-                          self.x_train[keep], self.y_train[keep], self.classes, self.mean, self.std)
+                          self.x_train[keep], self.y_train[keep], self.classes, self.mean, self.std, "validation")
 
 
 def _stratified(x: Tensor, y: Tensor, n: int | None, gen: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -194,7 +199,7 @@ def load(name: str, data_dir: str | Path | None = None, device: str | torch.devi
 
     >>> from nas import load_dataset
     >>> data = load_dataset("mnist", data_dir="../shared/data")  # no data_dir: downloaded to ~/.cache/nas
-    >>> len(data.y_train), len(data.y_test), data.shape
+    >>> len(data.y_train), len(data.y_eval), data.shape
     (60000, 10000, (1, 28, 28))
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -295,7 +300,9 @@ def _cached(source: _Source, cache: Path) -> TensorData:
 def _save(data: TensorData, path: Path) -> None:
     payload = {"version": CACHE_VERSION, "name": data.name, "classes": list(data.classes),
                "mean": list(data.mean), "std": list(data.std),
-               **{k: getattr(data, k).cpu() for k in ("x_train", "y_train", "x_test", "y_test")}}
+               # the cache holds a dataset as loaded, whose evaluation part is its test set
+               "x_train": data.x_train.cpu(), "y_train": data.y_train.cpu(),
+               "x_test": data.x_eval.cpu(), "y_test": data.y_eval.cpu()}
     save_torch(path, payload, "the dataset cache", "free some space or set NAS_CACHE_DIR to a writable folder")
 
 

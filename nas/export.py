@@ -435,8 +435,9 @@ def _numbered(s, number: int):
 
 def _results_dirs(storage: str, results: str | Path | None) -> list[Path]:
     dirs = [Path(results) if results else studies.RESULTS]
-    if storage.startswith("sqlite:///"):
-        dirs.append(Path(storage[len("sqlite:///"):]).parent)
+    kind, file = studies.local_file(storage)
+    if kind == "sqlite":
+        dirs.append(file.parent)
     return dirs
 
 

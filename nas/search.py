@@ -33,6 +33,7 @@ import math
 import statistics
 import sys
 import time
+from datetime import datetime
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -151,7 +152,7 @@ def open_study(cfg: SearchConfig) -> optuna.Study:
         wanted["split"] = {"validation": task.validation, "seed": cfg.seed}
     for key, value in wanted.items():
         if study.user_attrs.get(key) != value:
-            study.set_user_attr(key, value)
+            trials.write(study, **{key: value})
     return study
 
 
@@ -188,7 +189,7 @@ def enqueue(study: optuna.Study, space: Space, design_or_file: str) -> dict[str,
     the very net its document describes.
     """
     choices, design = point(space, design_or_file)
-    study.enqueue_trial(space.encode(choices), user_attrs={"design": design}, skip_if_exists=True)
+    study.enqueue_trial(space.encode(choices), user_attrs=trials.checked({"design": design}), skip_if_exists=True)
     return choices
 
 
@@ -226,7 +227,7 @@ class Objective:
         self.worker = worker_name()
         self.poll = min(5.0, studies.heartbeat_settings()[0])
         self.config = train_config(cfg)
-        self.forecast = Forecast(within_noise(cfg.space.task.target, len(data.y_test)))
+        self.forecast = Forecast(within_noise(cfg.space.task.target, len(data.y_eval)))
         n = len(data.y_train)
         self.images_per_epoch = images_per_epoch(n, self.config.batch_size)
         self.rungs = rungs(self.config.epochs, self.images_per_epoch, cfg.halving)
@@ -237,35 +238,31 @@ class Objective:
         choices = space.decode({k: trial.suggest_categorical(k, space.labels(k)) for k in space.choices})
         start = time.perf_counter()
         cand = check(space, choices)
-        trial.set_user_attr("check_ms", round((time.perf_counter() - start) * 1000, 3))
-        trial.set_user_attr("failures", list(cand.failures))
+        trials.write(trial, check_ms=round((time.perf_counter() - start) * 1000, 3), failures=list(cand.failures))
         if cand.analysis is not None:
-            for key, value in cand.analysis.figures().items():
-                trial.set_user_attr(key, value)
-            trial.set_user_attr("spec", cand.analysis.spec.to_dict())
+            trials.write(trial, **cand.analysis.figures())
+            trials.write(trial, spec=cand.analysis.spec.to_dict())
         size = cand.analysis.figures().get(cost) if cand.analysis is not None else None
         fixed = bool(trials.Record.of(trial).design)  # a documented design trains whatever it costs
         cap = None if fixed or not cand.feasible else trials.cost_cap(trial.study, cost)
         over = cap is not None and size is not None and size >= cap
         trial.set_constraint("failures", float(len(cand.failures) + over))  # > 0: the sampler learns to avoid it
         if not cand.feasible or over:
-            trial.set_user_attr("status", "rejected" if not cand.feasible else "dominated")
+            trials.write(trial, status="rejected" if not cand.feasible else "dominated")
             return 0.0, float(size) if size is not None else math.inf
         spec = cand.analysis.spec
         fp = fingerprint(spec)
-        trial.set_user_attr("worker", self.worker)
-        trial.set_user_attr("fingerprint", fp)
+        trials.write(trial, worker=self.worker, fingerprint=fp)
         earlier = self._same_net(trial, fp)
         if earlier is not None:  # another worker proposed the same net at the same moment
-            trial.set_user_attr("status", "duplicate")
-            trial.set_user_attr("duplicate_of", earlier.number)
+            trials.write(trial, status="duplicate", duplicate_of=earlier.number)
             if earlier.state == TrialState.PRUNED:
                 raise optuna.TrialPruned()
             return tuple(earlier.values)
         if cost == "latency":
             from .train import latency
             size = latency(build(spec, cand.analysis), spec.input, self.config.device)
-            trial.set_user_attr("latency", size)
+            trials.write(trial, latency=size)
         return self._train(trial, cand.analysis, float(size), fixed)
 
     def _same_net(self, trial: optuna.Trial, fp: str):
@@ -286,18 +283,17 @@ class Objective:
             if not busy or not studies.heartbeat_enabled(study):
                 return None
             if self.stop.requested:
-                trial.set_user_attr("status", "interrupted")  # the other worker still trains the net
+                trials.write(trial, status="interrupted")  # the other worker still trains the net
                 raise Interrupted()
             time.sleep(self.poll)
             studies.fail_stale(study)  # a dead worker's trial fails here, and this worker trains the net
 
     def _train(self, trial: optuna.Trial, analysis, cost: float, fixed: bool) -> tuple[float, float]:
-        trial.set_user_attr("trained", True)
-        trial.set_user_attr("threads", torch.get_num_threads())
+        trials.write(trial, trained=True, threads=torch.get_num_threads())
         forecast = self.forecast.calibrated(trials.full_curves(trial.study))
         tries: list[dict] = []  # each peak rate tried, and how its run ended: kept side by side
         for lr in rates(self.config):  # a net stuck at chance, or diverging, trains again at a lower rate
-            trial.set_user_attr("lr", lr)
+            trials.write(trial, lr=lr)
             watch = _Watch(trial, forecast, self.config.epochs, self.images_per_epoch, self.data.num_classes,
                            self.config.warmup, fixed, self.stop)
             torch.manual_seed(self.cfg.seed)
@@ -306,36 +302,30 @@ class Objective:
             tries.append({"lr": lr, "outcome": "nan" if result.status == "nan" else watch.stuck or "learned",
                           "accuracy": watch.curve[-1][1] if watch.curve else None,
                           "at": watch.curve[-1][0] if watch.curve else None})
-            trial.set_user_attr("lr_tries", tries)
+            trials.write(trial, lr_tries=tries)
             if tries[-1]["outcome"] == "learned" or self.stop.requested:
                 break
         tried = [t["lr"] for t in tries]
         reached = result.target_epoch is not None
-        trial.set_user_attr("accuracies", list(result.accuracies))
-        trial.set_user_attr("target_epoch", result.target_epoch)
-        trial.set_user_attr("seconds", round(result.seconds, 2))
-        trial.set_user_attr("reached_target", reached)
+        trials.write(trial, accuracies=list(result.accuracies), target_epoch=result.target_epoch)
+        trials.write(trial, seconds=round(result.seconds, 2), reached_target=reached)
         if result.status != "nan":  # a diverged net's weights are not kept
-            trial.set_user_attr("weights", self._save(trial.number, model))
+            trials.write(trial, weights=self._save(trial.number, model))
         if result.status == "nan":
-            trial.set_user_attr("status", "nan")
-            trial.set_user_attr("message", result.message + _rates_note(tried))
+            trials.write(trial, status="nan", message=result.message + _rates_note(tried))
             raise optuna.TrialPruned(result.message)
         if self.stop.requested and watch.stopped is None and not (reached and not self.cfg.finish):
-            trial.set_user_attr("status", "interrupted")
+            trials.write(trial, status="interrupted")
             self._requeue(trial)  # retrained on resume
             raise Interrupted()
         if watch.stuck:
             value = watch.curve[-1][1]
-            trial.set_user_attr("status", "stuck")
-            trial.set_user_attr("message", f"at chance ({value:.4f}){_rates_note(tried)}")
+            trials.write(trial, status="stuck", message=f"at chance ({value:.4f}){_rates_note(tried)}")
         elif watch.stopped is not None:
             where, value = watch.stopped[0], round(watch.stopped[1], 6)
-            trial.set_user_attr("status", "stopped")
-            trial.set_user_attr("stopped_at", where)
-            trial.set_user_attr("predicted", value)
+            trials.write(trial, status="stopped", stopped_at=where, predicted=value)
         else:
-            trial.set_user_attr("status", "target_met" if reached else "complete")
+            trials.write(trial, status="target_met" if reached else "complete")
             value = result.accuracies[-1] if result.accuracies else 0.0
         # How far the (forecast) end falls short of what may still mean the target: > 0 makes TPE count
         # the net with the infeasible ones, ranked by the shortfall, so it proposes nets that can reach
@@ -348,7 +338,7 @@ class Objective:
         try:
             return self.train_fn(model, self.data, config, on_epoch=watch.on_epoch, **rung_args)
         except KeyboardInterrupt:  # a second Ctrl-C, or SIGTERM: the trial fails, its params are queued again
-            trial.set_user_attr("status", "interrupted")
+            trials.write(trial, status="interrupted")
             self._requeue(trial)
             raise
 
@@ -383,17 +373,17 @@ class _Watch:
 
     def on_rung(self, images: int, acc: float) -> bool:
         self.scores[str(images)] = acc
-        self.trial.set_user_attr("rungs", self.scores)
+        trials.write(self.trial, rungs=self.scores)
         return self._judge(images / (self.epochs * self.per_epoch), acc, f"{images:,} images")
 
     def on_epoch(self, epoch: int, acc: float | None) -> bool:
         self.accuracies.append(acc)
-        self.trial.set_user_attr("accuracies", self.accuracies)
+        trials.write(self.trial, accuracies=self.accuracies)
         return self.stop.requested or (acc is not None and self._judge(epoch / self.epochs, acc, f"epoch {epoch}"))
 
     def _judge(self, fraction: float, acc: float, where: str) -> bool:
         self.curve.append((round(fraction, 6), acc))
-        self.trial.set_user_attr("curve", self.curve)
+        trials.write(self.trial, curve=self.curve)
         if at_chance(acc, self.classes) and acc < self.forecast.target:
             if self.started:
                 self.stuck = "fell back to chance"
@@ -419,9 +409,9 @@ def run(cfg: SearchConfig, data=None, train_fn: Callable | None = None, on_trial
     """
     study, data = prepare(cfg, data)
     search_data = validation_data(study, data, cfg.train_limit, cfg.seed)
-    threshold = round(within_noise(cfg.space.task.target, len(search_data.y_test)), 6)
+    threshold = round(within_noise(cfg.space.task.target, len(search_data.y_eval)), 6)
     if study.user_attrs.get("val_threshold") != threshold:  # what confirmation picks its candidates by
-        study.set_user_attr("val_threshold", threshold)
+        trials.write(study, val_threshold=threshold)
     start = time.perf_counter()
     with Stop(signals, cfg.quiet) as stop:
         try:
@@ -454,12 +444,12 @@ def prepare(cfg: SearchConfig, data=None):
     check_data(cfg.space, data)
     data.validation_count(cfg.space.task.validation)  # before the study is made, so a bad split writes nothing
     study = open_study(cfg)
-    study.set_user_attr("input_norm", {"mean": list(data.mean), "std": list(data.std)})  # for exported models
+    trials.write(study, input_norm={"mean": list(data.mean), "std": list(data.std)})  # for exported models
     done = counts(study)
     if (done["trained"] or done["failed"] or _queued(study)) and not cfg.quiet:
         print(f"resuming study {cfg.name}: {done['trained']} trained so far", file=sys.stderr, flush=True)
     for choices, design in fixed:
-        study.enqueue_trial(cfg.space.encode(choices), user_attrs={"design": design}, skip_if_exists=True)
+        study.enqueue_trial(cfg.space.encode(choices), user_attrs=trials.checked({"design": design}), skip_if_exists=True)
     return study, data
 
 
@@ -683,7 +673,8 @@ def execute(cfg: SearchConfig, jobs: int = 1, data=None, train_fn: Callable | No
     if jobs > 1:
         _, data = prepare(cfg)  # every check once, here, and the study made before the workers race to it
         store = {"NAS_STORAGE": cfg.storage} if cfg.storage else None  # a password in argv is visible in `ps`
-        codes = workers.run_workers(worker_args(cfg), jobs, env=store, signals=signals)
+        codes = workers.run_workers(worker_args(cfg), jobs, env=store, signals=signals,
+                                    status=_watch(cfg, train_config(cfg).epochs))
         if 130 in codes or -2 in codes:
             return replace(_outcome(open_study(cfg), cfg), interrupted=True, seconds=time.perf_counter() - started)
         if any(code != 0 for code in codes):
@@ -694,6 +685,47 @@ def execute(cfg: SearchConfig, jobs: int = 1, data=None, train_fn: Callable | No
     outcome = run(cfg, data=data, train_fn=train_fn, on_trial=on_trial, on_run=on_run, signals=signals)
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def budget_left(seconds: float) -> str:
+    """How much of the search's time budget is left, in words: the trial lines' and the status block's.
+
+    >>> budget_left(600), budget_left(20.4), budget_left(-1)
+    ('search: 10 min left', 'search: 20 s left', 'search budget spent: finishing')
+    """
+    if seconds <= 0:
+        return "search budget spent: finishing"
+    return f"search: {seconds / 60:.0f} min left" if seconds >= 90 else f"search: {seconds:.0f} s left"
+
+
+def _watch(cfg: SearchConfig, epochs: int) -> Callable[[list[int]], list[str]]:
+    """The status block under the trial lines of ``--jobs`` workers: the search's time left and
+    counts, then what each worker is training (read from the study, where workers record each epoch)."""
+    store = studies.storage(cfg.storage, heartbeat=False)
+    ends = cfg.started + cfg.budget if cfg.budget and cfg.started else None
+
+    def rows(pids: list[int]) -> list[str]:
+        study = optuna.load_study(study_name=cfg.name, storage=store)
+        c = counts(study)
+        left = "" if ends is None else f"; {budget_left(ends - time.perf_counter())}"
+        lines = [f"study {cfg.name}: {c['trained']} trained, {c['stopped']} stopped early, "
+                 f"{c['duplicate'] + c['rejected'] + c['dominated']} not trained{left}"]
+        running = {}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            running[str(t.user_attrs.get("worker", "")).rpartition(":")[2]] = t
+        for n, pid in enumerate(pids, start=1):
+            t = running.get(str(pid))
+            if t is None or not t.user_attrs.get("trained"):
+                lines.append(f"  worker {n}: checking the next candidate")
+                continue
+            r = trials.Record.of(t)
+            seen = f"{len(r.accuracies)}/{epochs} epochs"
+            if r.curve:  # rungs inside an epoch are scored too
+                seen += f", val {r.curve[-1][1]:.4f} at {r.curve[-1][0]:.0%} of the schedule"
+            since = (datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else 0
+            lines.append(f"  worker {n}: trial {t.number:>3}  {r.params or 0:>7,} params  {seen}  {since:.0f} s")
+        return lines
+    return rows
 
 
 def worker_args(cfg: SearchConfig) -> list[str]:

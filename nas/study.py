@@ -45,12 +45,12 @@ def storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.B
     """An Optuna storage for ``url``. RDB storages get heartbeats, so a killed worker's trial
     is marked failed and retried by another worker."""
     url = check_url(url)
-    for prefix in ("journal:", "sqlite:///"):  # the folder is made only now, when the storage opens
-        if url.startswith(prefix):
-            Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
-    if url.startswith("journal:"):
+    kind, file = local_file(url)
+    if file:  # the folder is made only now, when the storage opens
+        file.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "journal":
         from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
-        path = url[len("journal:"):]
+        path = str(file)
         lock = JournalFileSymlinkLock(path)  # the lock Optuna's appends take: no worker writes while we mend
         lock.acquire()
         try:
@@ -126,13 +126,29 @@ def mend_journal(path: Path) -> str:
             f"resuming from the {entries:,} complete entries")
 
 
+def local_file(url: str) -> tuple[str, Path | None]:
+    """The kind of a storage URL and, for a storage kept in one local file, that file: the one place
+    a URL is taken apart.
+
+    >>> local_file("sqlite:///runs/studies.db"), local_file("journal:runs/s.log")
+    (('sqlite', PosixPath('runs/studies.db')), ('journal', PosixPath('runs/s.log')))
+    >>> local_file("postgresql://nas@db.example/nas")
+    ('postgresql', None)
+    """
+    if url.startswith("journal:"):
+        return "journal", Path(url[len("journal:"):])
+    if url.startswith("sqlite:///"):
+        return "sqlite", Path(url[len("sqlite:///"):])
+    return url.split(":", 1)[0].split("+", 1)[0], None
+
+
 def check_url(url: str | None) -> str:
     """The storage URL (the default when None), checked without opening or creating anything."""
     url = url or DEFAULT_STORAGE
-    if url.startswith("journal:"):
-        path = Path(url[len("journal:"):])
-        writable(path.parent)
-        _usable_file(path, "journal")
+    kind, file = local_file(url)
+    if kind == "journal":
+        writable(file.parent)
+        _usable_file(file, "journal")
         return url
     if "://" not in url:
         raise NasError(f"storage {url!r} is not a URL: use sqlite:///path.db, postgresql://user@host/db "
@@ -140,9 +156,9 @@ def check_url(url: str | None) -> str:
     if url.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://") or ":memory:" in url:
         raise NasError(f"storage {url} keeps the study in memory, so it is lost on exit; "
                        "use a file, e.g. sqlite:///runs/studies.db")
-    if url.startswith("sqlite:///"):
-        writable(Path(url[len("sqlite:///"):]).parent)
-        _usable_file(Path(url[len("sqlite:///"):]), "sqlite")
+    if file:
+        writable(file.parent)
+        _usable_file(file, "sqlite")
     return url
 
 
@@ -376,7 +392,7 @@ def _with_driver(url: str) -> str:
 
 
 def _engine_kwargs(url: str) -> dict:
-    if url.startswith("postgresql"):
+    if local_file(url)[0] in ("postgresql", "postgres"):
         return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     return {}
 
@@ -473,9 +489,9 @@ def load(study_name: str | None, url: str | None = None, heartbeat: bool = False
     A missing database file is an error here: Optuna would silently create an empty one.
     """
     url = url or DEFAULT_STORAGE
-    for prefix in ("sqlite:///", "journal:"):
-        if url.startswith(prefix) and not Path(url[len(prefix):]).is_file():
-            raise NasError(f"no study database at {url[len(prefix):]}; run `nas search` first, or pass --storage URL")
+    file = local_file(url)[1]
+    if file and not file.is_file():
+        raise NasError(f"no study database at {file}; run `nas search` first, or pass --storage URL")
     store = storage(url, heartbeat=heartbeat)
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)
              if CONFIRM_SUFFIX not in s.study_name]  # a study's confirmation runs are part of it

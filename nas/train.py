@@ -405,7 +405,7 @@ def _keep_freed_memory() -> None:
 
 def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
           on_epoch: OnEpoch | None = None, rungs: tuple[int, ...] = (), on_rung: OnRung | None = None) -> TrainResult:
-    """Train ``model`` on ``data.x_train`` for ``config.epochs`` epochs, evaluating on ``data.x_test``
+    """Train ``model`` on ``data.x_train`` for ``config.epochs`` epochs, evaluating on ``data.x_eval``
     after each one (or only after the last, with ``eval_each_epoch=False``). A search passes data
     whose evaluation part is a validation split (:meth:`TensorData.held_out`).
 
@@ -441,7 +441,7 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
             with env.ema.swapped_in() if env.ema is not None else contextlib.nullcontext():
                 if config.bn_recalibrate:
                     recalibrate_bn(net, data.x_train[env.recal_idx], norm, env.eval_bs, config.bf16)
-                scored[steps.done] = accuracy(net, data.x_test, data.y_test, norm, env.eval_bs, config.bf16)
+                scored[steps.done] = accuracy(net, data.x_eval, data.y_eval, norm, env.eval_bs, config.bf16)
         return scored[steps.done]
 
     steps = _Steps(net, env.optimizer, env.ema, data, norm, config, env.gen, env.bs, env.total, bar)

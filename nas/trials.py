@@ -8,13 +8,14 @@ the test set is never read while searching. User attributes:
 =====================  =========================================================================
 ``spec``               the candidate's spec (``Spec.to_dict()``)
 ``fingerprint``        hash of the net itself, to spot the same net reached from other choices
-``params``, ``rf``, ``macs``, ``features``   the analysis figures (``latency`` too, when it is the cost)
+``params``, ``rf``, ``macs``, ``out_shape``, ``features``   the analysis figures (``latency`` too, when it is the cost)
 ``failures``           constraints that fail (empty when feasible)
 ``check_ms``           time to build and check the candidate, before any training
 ``status``             one of :data:`SEARCH_STATUSES`
 ``trained``            True when the candidate was trained (even partly)
 ``accuracies``         validation accuracy after each epoch
 ``curve``              ``[fraction of the schedule's images seen, validation accuracy]`` at each rung and epoch end
+``rungs``              ``{images seen: validation accuracy}`` at each rung inside an epoch
 ``stopped_at``         where a ``stopped`` trial was stopped (``"30,506 images"``, ``"epoch 3"``)
 ``predicted``          a ``stopped`` trial's forecast final validation accuracy (its objective value)
 ``lr``                 the peak learning rate of the run that counts (confirmation trains at it too)
@@ -30,6 +31,9 @@ the test set is never read while searching. User attributes:
 ``weights``            state_dict file, relative to ``results/<study>/``
 ``design``             documented design name, for fixed trials
 ``worker``             ``host:pid`` of the worker that ran the trial (feasible candidates)
+``threads``            the torch threads it trained with
+``message``            why it ended as it did (a divergence, a skip), in words
+``duplicate_of``       for a ``duplicate``: the trial that trained the same net
 ``retry_of``           for a trial re-queued because its worker died: the number of the trial it repeats
 =====================  =========================================================================
 
@@ -47,7 +51,11 @@ A ``dominated`` trial was not trained: it costs no less than a net that already 
 with one seed on every training image, with the task's fixed schedule, and test it once after the
 last epoch. User attributes: ``kind`` (``"confirm"``), ``fingerprint``, ``seed``, ``spec``,
 ``source`` (``"trial 14"`` or a design name), the analysis figures, ``accuracy`` (final test
-accuracy), ``epochs``, ``seconds``, ``weights``, ``status`` (one of :data:`CONFIRM_STATUSES`).
+accuracy), ``epochs``, ``seconds``, ``weights``, ``status`` (one of :data:`CONFIRM_STATUSES`),
+``every_seed`` (confirm every seed, even after one falls short), ``lr``, ``message``, ``worker``.
+
+Every attribute is written through :func:`write`, which refuses a name outside these tables (and a
+status outside the vocabularies), so a typo fails where it is made, not as a key no reader reads.
 
 A design **meets the target** only when every one of its confirmation seeds reaches it at the final
 epoch, and **best** (:func:`best`) is the cheapest design that meets it, a higher mean test accuracy
@@ -66,6 +74,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+# Optuna's state is only the sampler's channel: COMPLETE for a net trained to the end (its values),
+# PRUNED for one trained but not to the end (the sampler reads its curve), FAIL for a dead worker's.
+# What happened to a trial is its ``status``, one of SEARCH_STATUSES: every count, line and report
+# reads that, so a diverged net ("nan", told PRUNED) is never shown or counted as stopped or pruned.
 TRAINED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 SEARCH_STATUSES = ("rejected", "dominated", "duplicate", "target_met", "complete", "stopped", "stuck", "pruned", "nan",
                    "interrupted")  # "pruned": studies made before forecasts (halving or the old target pruner)
@@ -73,6 +85,46 @@ EARLY_STOPS = ("stopped", "pruned")
 FINISHED = ("target_met", "complete")  # trained to the end of the schedule, or to the target
 CONFIRM_STATUSES = ("confirmed", "nan", "interrupted", "duplicate", "skipped")
 CONFIRM_SUFFIX = ".confirm"
+# The attribute names of the tables above: what :func:`write` accepts, for a trial and for a study.
+TRIAL_ATTRS = frozenset((
+    "spec", "fingerprint", "params", "rf", "macs", "out_shape", "features", "latency", "failures", "check_ms",
+    "status", "trained", "accuracies", "curve", "rungs", "stopped_at", "predicted", "lr", "lr_tries",
+    "target_epoch", "reached_target", "seconds", "weights", "design", "worker", "threads", "message",
+    "duplicate_of", "retry_of",
+    "kind", "seed", "source", "accuracy", "epochs", "every_seed"))  # confirmation runs'
+
+
+def write(to: optuna.Study | optuna.Trial, **attrs: Any) -> None:
+    """Record ``attrs`` on a trial (names from the tables above) or a study (:class:`StudyTask`'s
+    fields): the one way nas writes a user attribute.
+
+    >>> study = optuna.create_study(); trial = study.ask()
+    >>> write(trial, status="stopped", predicted=0.991); trial.user_attrs["predicted"]
+    0.991
+    >>> write(trial, predicted_acc=0.991)
+    Traceback (most recent call last):
+    ValueError: no trial attribute 'predicted_acc': add it to nas.trials' tables, or use one of them
+    >>> write(trial, status="pruned_nan")
+    Traceback (most recent call last):
+    ValueError: status 'pruned_nan' is in neither SEARCH_STATUSES nor CONFIRM_STATUSES
+    """
+    for key, value in checked(attrs, study=isinstance(to, optuna.Study)).items():
+        to.set_user_attr(key, value)
+
+
+def checked(attrs: dict[str, Any], study: bool = False) -> dict[str, Any]:
+    """``attrs`` if every name and status is one of the tables' (see :func:`write`); for the
+    attributes of a trial enqueued to run later."""
+    known = StudyTask.__dataclass_fields__ if study else TRIAL_ATTRS
+    for key, value in attrs.items():
+        if key not in known:
+            raise ValueError(f"no {'study' if study else 'trial'} attribute {key!r}: add it to nas.trials' "
+                             "tables, or use one of them")
+        if key == "status" and value not in SEARCH_STATUSES + CONFIRM_STATUSES:
+            raise ValueError(f"status {value!r} is in neither SEARCH_STATUSES nor CONFIRM_STATUSES")
+    return attrs
+
+
 # What a re-queued run keeps of the one it repeats (a dead worker's, or one stopped by Ctrl-C).
 RUN_KEYS = ("kind", "fingerprint", "seed", "epochs", "spec", "source", "params", "rf", "macs", "latency", "features",
             "failures", "every_seed", "lr")
@@ -107,6 +159,7 @@ class StudyTask:
 
     space: str = ""
     space_file: str | None = None
+    space_digest: str | None = None  # of the nets and train settings (:meth:`nas.space.Space.digest`)
     dataset: str = ""
     target: float | None = None  # None: not a study made by `nas search`
     max_epochs: int | None = None

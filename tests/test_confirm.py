@@ -72,9 +72,10 @@ def test_the_split_is_the_same_for_every_worker_and_resume(tmp_path):
     assert again.user_attrs["split"] == first.user_attrs["split"] == {"validation": 20, "seed": 3}
     from nas.search import validation_data
     a, b = validation_data(first, data), validation_data(again, data, seed=9)
-    assert torch.equal(a.x_test, b.x_test) and len(a.y_test) == 20 and len(a.y_train) == 100
+    assert torch.equal(a.x_eval, b.x_eval) and len(a.y_eval) == 20 and len(a.y_train) == 100
+    assert (data.eval_split, a.eval_split) == ("test", "validation")
     # validation and training images are disjoint and together are all the training images
-    assert sorted(torch.cat([a.x_train, a.x_test]).flatten(1).sum(1).tolist()) == \
+    assert sorted(torch.cat([a.x_train, a.x_eval]).flatten(1).sum(1).tolist()) == \
         sorted(data.x_train.flatten(1).sum(1).tolist())
 
 

@@ -53,7 +53,7 @@ def test_torchvision_layout_decodes_caches_and_leaves_the_source_untouched(tmp_p
     before = snapshot(src)
     d = data.load("mnist", data_dir=src, cache_dir=tmp_path / "cache")
     assert d.x_train.shape == (40, 1, 28, 28) and d.x_train.dtype == torch.uint8
-    assert d.x_test.shape == (20, 1, 28, 28) and d.y_test.dtype == torch.int64
+    assert d.x_eval.shape == (20, 1, 28, 28) and d.y_eval.dtype == torch.int64 and d.eval_split == "test"
     assert d.y_train.tolist() == [i % 10 for i in range(40)]
     assert d.classes == list("0123456789") and d.mean == (0.1307,)
     assert snapshot(src) == before  # nothing extracted or written next to the source
@@ -66,7 +66,7 @@ def test_second_load_reads_the_cache_without_decoding(tmp_path, monkeypatch):
     first = data.load("mnist", data_dir=src, cache_dir=tmp_path / "cache")
     monkeypatch.setattr(data, "_decode", lambda *a: pytest.fail("decoded again"))
     again = data.load("mnist", data_dir=src, cache_dir=tmp_path / "cache")
-    for key in ("x_train", "y_train", "x_test", "y_test"):
+    for key in ("x_train", "y_train", "x_eval", "y_eval"):
         assert torch.equal(getattr(first, key), getattr(again, key))
     assert again.classes == first.classes and again.mean == first.mean and again.std == first.std
 
@@ -90,7 +90,7 @@ def test_a_corrupt_cache_file_is_rebuilt(tmp_path):
 def test_environment_variables_give_the_defaults(tmp_path, monkeypatch):
     monkeypatch.setenv("NAS_DATA_DIR", str(fake_mnist(tmp_path / "src")))
     monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "envcache"))
-    assert len(data.load("MNIST").y_test) == 20
+    assert len(data.load("MNIST").y_eval) == 20
     assert list((tmp_path / "envcache").glob("mnist-*.pt"))
 
 
@@ -107,7 +107,7 @@ def test_image_folder_by_path(tmp_path):
 def test_grayscale_image_folder_under_a_dataset_name(tmp_path):
     fake_folder(tmp_path / "root" / "fashion_mnist", size=(28, 28), classes=tuple("ab"), mode="L")
     d = data.load("fashion-mnist", data_dir=tmp_path / "root", cache_dir=tmp_path / "cache")
-    assert d.x_test.shape == (6, 1, 28, 28) and d.name == "fashion_mnist"
+    assert d.x_eval.shape == (6, 1, 28, 28) and d.name == "fashion_mnist"
 
 
 def test_image_folder_with_mixed_sizes_is_one_clear_error(tmp_path):
@@ -157,7 +157,7 @@ def test_subset_is_stratified_random_and_repeatable(tmp_path):
     d = data.TensorData("toy", x, y, x[:100], y[:100], ["a", "b", "c"], (0.5,), (0.5,))
     s = d.subset(train=100, test=10, seed=3)
     assert s.y_train.bincount().tolist() == [60, 30, 10]
-    assert len(s.y_test) == 10 and s.x_train.shape == (100, 1, 1, 2)
+    assert len(s.y_eval) == 10 and s.x_train.shape == (100, 1, 1, 2)
     picked = s.x_train[:, 0, 0, 0].long() + 256 * s.x_train[:, 0, 0, 1].long()
     assert torch.equal(s.y_train, y[picked]) and len(set(picked.tolist())) == 100
     assert torch.equal(s.x_train, d.subset(train=100, test=10, seed=3).x_train)
@@ -175,7 +175,7 @@ def test_real_mnist_from_the_shared_copy(tmp_path):
     if not (DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"real MNIST not found at {DATA}")
     d = data.load("mnist", data_dir=DATA, cache_dir=tmp_path / "cache")
-    assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
+    assert d.x_train.shape == (60000, 1, 28, 28) and d.x_eval.shape == (10000, 1, 28, 28)
     assert d.y_train.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert abs(d.x_train.float().mean().item() / 255 - 0.1307) < 1e-3
     assert os.access(tmp_path / "cache", os.W_OK)

@@ -9,7 +9,7 @@ from nas.errors import NasError
 from nas.forecast import Forecast, rungs
 from nas.search import SearchConfig, counts, enqueue, open_study, run
 from nas.space import Space
-from toys import SPACE, FakeTrainer, tiny_data
+from toys import SPACE, FakeResult, FakeTrainer, tiny_data
 
 def config(tmp_path, **kw):
     kw.setdefault("trials", 4)
@@ -235,10 +235,12 @@ def test_each_trial_line_says_how_much_of_the_search_budget_is_left(tmp_path, ca
     trained = [t for t in optuna.load_study(study_name="toy", storage=cfg.storage).get_trials()
                if t.user_attrs.get("trained")]
     _print_trial(trained[0], ends=time.monotonic() + 600)
+    _print_trial(trained[0], ends=time.monotonic() + 20.4)
     _print_trial(trained[0], ends=time.monotonic() - 1)
     _print_trial(trained[0])
-    first, spent, plain = capsys.readouterr().out.splitlines()
+    first, last_seconds, spent, plain = capsys.readouterr().out.splitlines()
     assert first.endswith("[search: 10 min left]") and spent.endswith("[search budget spent: finishing]")
+    assert last_seconds.endswith("[search: 20 s left]")  # under a minute and a half, not "spent" while some is left
     assert "[search" not in plain  # no budget (--trials only): nothing to count down
 
 
@@ -356,3 +358,25 @@ def test_a_net_that_falls_back_to_chance_is_retried_at_once_and_a_slow_start_is_
     t = optuna.load_study(study_name="slow", storage=cfg.storage).trials[0]
     assert tried == [0.1] and t.user_attrs["status"] == "complete" and t.values[0] == 0.97, \
         "a slow start is neither retried nor stopped"
+
+
+def test_a_diverged_net_is_counted_as_diverged_never_as_stopped_or_pruned(tmp_path):
+    """One status vocabulary: Optuna's PRUNED state is only how a trained-but-unfinished trial reaches
+    the sampler; every count, the summary and the report read the trial's own status."""
+    fake, diverged = FakeTrainer(), []
+
+    def diverging(model, data, config=None, **kw):
+        if next(model.parameters()).shape[0] == 4:  # every width-4 net diverges
+            diverged.append(model)
+            return FakeResult([], [], [], 0.01, None, "nan", "loss became NaN at epoch 1 batch 3")
+        return fake(model, data, config, **kw)
+
+    out = run(config(tmp_path, trials=12), data=tiny_data(), train_fn=diverging)
+    from nas.report import trials_frame
+    df = trials_frame(out.study)
+    c = counts(out.study)
+    nan_rows, stopped_rows = df[df.status == "nan"], df[df.status == "stopped"]
+    assert diverged and fake.calls and out.diverged == c["nan"] == len(nan_rows) >= 1
+    assert out.stopped == c["stopped"] == len(stopped_rows) and not set(stopped_rows.trial) & set(nan_rows.trial)
+    assert all("NaN" in n for n in nan_rows.note) and "pruned" not in set(df.status)
+    assert not {t.number for t in out.front} & set(nan_rows.trial)

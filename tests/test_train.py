@@ -235,7 +235,7 @@ def test_the_trained_model_scores_the_last_reported_accuracy(options):
     d, net = blobs(classes=3), small_net(classes=3)
     r = T.train(net, d, quick(**options))
     norm = T._Normalise(d, torch.device("cpu"), channels_last=True)
-    assert T.accuracy(net, d.x_test, d.y_test, norm) == r.accuracies[-1]
+    assert T.accuracy(net, d.x_eval, d.y_eval, norm) == r.accuracies[-1]
 
 
 def test_weight_average_follows_the_weights():

@@ -593,3 +593,46 @@ def test_jobs_with_every_default_shares_the_default_storage(image_data, tmp_path
     assert rc == 0 and "Traceback" not in err, (rc, out, err)
     done = trained(trials(f"sqlite:///{tmp_path}/runs/studies.db"))
     assert_study_total(done, 2, [out])
+
+
+_DISPLAYED = """
+import sys
+from nas import jobs
+ticks = []
+def status(pids):
+    ticks.append(1)
+    return [f"  worker {n}: busy" for n, _ in enumerate(pids, 1)]
+codes = jobs.run_workers(["spaces"], 2, status=status)
+print("codes", codes, "ticks", len(ticks) > 0, flush=True)
+"""
+
+
+def test_jobs_on_a_terminal_print_whole_worker_lines_above_a_status_block():
+    """Through a real pseudo-terminal: the workers' lines arrive whole, each on its own line, the status
+    block is drawn under them and erased at the end, and the exit codes come back."""
+    import pty
+    import re
+
+    master, slave = pty.openpty()
+    child = subprocess.Popen([sys.executable, "-c", _DISPLAYED], stdin=slave, stdout=slave, stderr=slave,
+                             env={**os.environ, "COLUMNS": "200"})
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    child.wait(timeout=120)
+    text = out.decode().replace("\r\n", "\n")
+    expected = subprocess.run([sys.executable, "-m", "nas", "spaces"], capture_output=True, text=True).stdout.splitlines()
+    erase = re.compile(r"\x1b\[\d+F\x1b\[J")
+    assert erase.search(text), "the status block is redrawn in place"
+    lines = erase.sub("\n", text).splitlines()  # what a reader sees between redraws
+    assert lines.count(expected[0]) == 2 and all(lines.count(e) == 2 for e in expected)  # both workers', whole
+    assert "codes [0, 0] ticks True" in lines[-1]
+    after_last_erase = erase.split(text)[-1]
+    assert "worker 1: busy" not in after_last_erase  # the block is gone once the workers are
