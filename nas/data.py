@@ -327,7 +327,8 @@ def _decode_torchvision(source: _Source, cache: Path) -> TensorData:
     info = source.info
     assert info is not None
     if source.kind == "torchvision":
-        root = cache / "staging" / source.fingerprint()
+        # one folder per process: workers loading a cold cache at once must not remove each other's files
+        root = cache / "staging" / f"{source.fingerprint()}-{os.getpid()}"
         where = str(source.path)
         _copy_source(source.path, root, info)
     else:

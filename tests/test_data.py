@@ -179,3 +179,25 @@ def test_real_mnist_from_the_shared_copy(tmp_path):
     assert d.y_train.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert abs(d.x_train.float().mean().item() / 255 - 0.1307) < 1e-3
     assert os.access(tmp_path / "cache", os.W_OK)
+
+
+def test_two_processes_decoding_a_cold_cache_at_once_both_load(tmp_path, monkeypatch):
+    """Workers of one machine, started together on a fresh cache: while this process stages its copy of
+    the source, another decodes the same dataset from start to end (and cleans up after itself)."""
+    import subprocess
+    import sys
+
+    src, cache = fake_mnist(tmp_path / "src"), tmp_path / "cache"
+    copy = data._copy_source
+    other = []
+
+    def copy_then_let_another_process_load(*args):
+        copy(*args)
+        other.append(subprocess.run(
+            [sys.executable, "-c", f"from nas import data; print(len(data.load('mnist', data_dir={str(src)!r}, "
+             f"cache_dir={str(cache)!r}).y_train))"], capture_output=True, text=True))
+
+    monkeypatch.setattr(data, "_copy_source", copy_then_let_another_process_load)
+    d = data.load("mnist", data_dir=src, cache_dir=cache)
+    assert other[0].returncode == 0 and other[0].stdout.strip() == "40", other[0].stderr
+    assert len(d.y_train) == 40 and not (cache / "staging").exists()
