@@ -6,6 +6,9 @@
 #    final accuracy, time to 99.4% (bench/train_speed.py, nas side only)
 # 2. candidates an hour of a short mnist_squeeze search, --jobs 1 against --jobs 4 on the one GPU
 #    (bench/search_throughput.py), 2 minutes an arm on all 55,000 training images
+# 3. CIFAR-10 (issue 18), on the packed slice .gpu_data/cifar10.pt (10,000 training, 1,000 test images):
+#    seed 004 for 3 epochs (bench/cifar_seed004.py: seconds an epoch, scaled to 50,000 images by the
+#    reader), then a 2-minute cifar_small search and its 1-seed confirmation (nas search), output kept
 # Figures go to $OUT (the device tool's folder that comes back) or results/, with the GPU named.
 # GPU_CHECK_QUICK=1 shrinks everything to a smoke test that also runs on a CPU.
 set -euo pipefail
@@ -22,9 +25,20 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu
 if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then
     speed=(--nas-epochs 1 --seeds 0 --nas-options '{"bn_recalibrate": 1000}')
     search=(--minutes 0.3 --train-limit 2000 --target 0.9 --seeds 1)
+    cifar_epochs=1 cifar_search=(--timeout 20 --train-limit 256)
 else
     speed=(--nas-epochs 6 --seeds 0 1 2)
     search=(--minutes 2 --train-limit 55000 --target 0.99 --seeds 1)
+    cifar_epochs=3 cifar_search=(--timeout 120)
 fi
 python3 bench/train_speed.py --data-dir "$data" --skip reference --no-progress "${speed[@]}" --out "$out" --name gpu_train_speed
 python3 bench/search_throughput.py --data-dir "$data" --arms jobs1,jobs4 "${search[@]}" --out "$out" --name gpu_search_throughput
+cifar=${GPU_CHECK_CIFAR:-.gpu_data/cifar10.pt}
+if [ -f "$cifar" ]; then
+    python3 bench/cifar_seed004.py --data-dir "$cifar" --epochs "$cifar_epochs" --no-progress --out "$out" --name gpu_cifar_seed004
+    runs=$(mktemp -d)
+    python3 -m nas search --space cifar_small --data-dir "$cifar" --results "$runs" --jobs 1 --confirm 1 --seeds 1 \
+        "${cifar_search[@]}" 2>&1 | tee "$out/gpu_cifar_small_search.txt"
+else
+    echo "no $cifar: run bench/gpu_prepare.sh first; CIFAR-10 part skipped" | tee "$out/gpu_cifar_small_search.txt"
+fi

@@ -59,6 +59,12 @@ def _constraint_options(f):
     return f
 
 
+def _data_dir_option(f):
+    return click.option("--data-dir", envvar="NAS_DATA_DIR", type=click.Path(),
+                        help="Local copy of the dataset (torchvision layout or image folder), or a file written "
+                        "by nas.data.pack [env NAS_DATA_DIR].")(f)
+
+
 def _storage_option(f, more: str = ""):
     return click.option("--storage", envvar="NAS_STORAGE",
                         help="Optuna storage URL: sqlite:///..., postgresql://..., journal:PATH [default: "
@@ -73,8 +79,7 @@ def _results_option(f):
 
 
 def _data_options(f):
-    f = click.option("--data-dir", envvar="NAS_DATA_DIR", type=click.Path(file_okay=False),
-                     help="Local copy of the dataset (torchvision layout or image folder) [env NAS_DATA_DIR].")(f)
+    f = _data_dir_option(f)
     f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
     f = click.option("--train-limit", type=click.IntRange(1), help="Train on this many random training images (quick looks).")(f)
     return f
@@ -464,8 +469,7 @@ def _space_holding(design: str):
 @main.command("train")
 @click.argument("design")
 @click.option("--dataset", help="mnist, fashion_mnist, cifar10 or an image folder [default: from the input shape].")
-@click.option("--data-dir", envvar="NAS_DATA_DIR", type=click.Path(file_okay=False),
-              help="Local copy of the dataset (torchvision layout or image folder) [env NAS_DATA_DIR].")
+@_data_dir_option
 @click.option("--epochs", type=click.IntRange(1), help="Epochs of the fixed schedule [default: TrainConfig's].")
 @click.option("--target", type=click.FloatRange(0, 1), help="Test accuracy to report reaching, e.g. 0.994.")
 @click.option("--stop-at-target", is_flag=True, help="End training at the first epoch that meets --target.")

@@ -204,9 +204,39 @@ def load(name: str, data_dir: str | Path | None = None, device: str | torch.devi
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    source = _find_source(name, root, cache)
-    data = _cached(source, cache)
+    data = _packed(name, root) if root is not None and root.is_file() else _cached(_find_source(name, root, cache), cache)
     return data.to(device) if torch.device(device) != data.device else data
+
+
+def pack(data: TensorData, path: str | Path, train: int | None = None, test: int | None = None,
+         seed: int = 0) -> Path:
+    """Write ``data`` (or a class-stratified slice of ``train`` and ``test`` images) to one file in the
+    cache's format: uint8 tensors that ``load(name, data_dir=path)`` reads back without decoding a
+    single image. For a machine the dataset's own files are too many or too big to carry to.
+
+    >>> import tempfile, torch
+    >>> toy = TensorData("mnist", torch.zeros(8, 1, 2, 2, dtype=torch.uint8), torch.arange(8) % 2,
+    ...                  torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.arange(4) % 2, ["0", "1"], (0.1,), (0.3,))
+    >>> f = pack(toy, tempfile.mkdtemp() + "/mnist.pt", train=4)
+    >>> len(load("mnist", data_dir=f).y_train)
+    4
+    """
+    path = Path(path)
+    _save(data.subset(train=train, test=test, seed=seed), path)
+    return path
+
+
+def _packed(name: str, path: Path) -> TensorData:
+    """A file written by :func:`pack` (or a cache file), given as ``data_dir``."""
+    try:
+        data = _from_payload(torch.load(path, weights_only=True))
+    except Exception as err:  # noqa: BLE001 - a foreign or truncated file
+        raise NasError(f"{path} is not a dataset file written by nas.data.pack ({type(err).__name__}); pass "
+                       "--data-dir pointing at the dataset's folder, or pack it again") from None
+    wanted = _canonical(name) if _canonical(name) in DATASETS else Path(name).name
+    if data.name != wanted:
+        raise NasError(f"{path} holds {data.name}, not {wanted}; pass the file packed from {wanted}")
+    return data
 
 
 @dataclass(frozen=True)

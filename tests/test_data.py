@@ -201,3 +201,19 @@ def test_two_processes_decoding_a_cold_cache_at_once_both_load(tmp_path, monkeyp
     d = data.load("mnist", data_dir=src, cache_dir=cache)
     assert other[0].returncode == 0 and other[0].stdout.strip() == "40", other[0].stderr
     assert len(d.y_train) == 40 and not (cache / "staging").exists()
+
+
+def test_a_packed_slice_loads_as_the_dataset_and_a_wrong_file_says_so(tmp_path):
+    src = fake_mnist(tmp_path / "src")
+    full = data.load("mnist", data_dir=src, cache_dir=tmp_path / "cache")
+    f = data.pack(full, tmp_path / "carry" / "mnist-slice.pt", train=20, test=10)
+    again = data.load("MNIST", data_dir=f, cache_dir=tmp_path / "elsewhere")
+    assert len(again.y_train) == 20 and len(again.y_eval) == 10 and again.name == "mnist"
+    assert sorted(again.y_train.tolist()) == sorted([c for c in range(10)] * 2)  # stratified: 2 a class
+    assert not (tmp_path / "elsewhere").exists()  # nothing decoded, nothing cached
+    with pytest.raises(NasError, match=r"mnist-slice\.pt holds mnist, not cifar10; pass the file packed from cifar10"):
+        data.load("cifar10", data_dir=f)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a tensor file")
+    with pytest.raises(NasError, match=r"junk\.pt is not a dataset file written by nas\.data\.pack"):
+        data.load("mnist", data_dir=junk)
