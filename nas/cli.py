@@ -288,17 +288,17 @@ def _print_trial(t, ends: float | None = None) -> None:
     """One line per trained candidate; ``ends``: when the search budget runs out (time.monotonic())."""
     from . import trials
 
-    r, a = trials.Record.of(t), t.user_attrs
+    r = trials.Record.of(t)
     status = r.status
     if status in ("rejected", "dominated", "duplicate"):  # counted in the summary: no training, no line
         return
-    accs, stop = r.accuracies, trials.rung_stop(a)
+    accs, stop = r.accuracies, r.rung_stop
     acc = f"val {accs[-1]:.4f} after {len(accs)} epochs" if accs else ""
     if stop:
         acc = f"val {stop[1]:.4f} after {stop[0]:,} images"
     if status == "stopped":
         acc += f" (forecast {r.predicted or 0:.4f})"
-    first = trials.retried(a)
+    first = r.first_try
     if first is not None:
         acc += f"  lr {r.lr:g} (trained again: {first['outcome']} at lr {first['lr']:g})"
     left = ""

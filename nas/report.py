@@ -105,7 +105,7 @@ def _row(t: optuna.trial.FrozenTrial, found: dict, front: set, target: float | N
 
 def _note(t: optuna.trial.FrozenTrial) -> str:
     """Why a row looks the way it does: failed constraints, a duplicate, a NaN message, a retry."""
-    r, a = trials.Record.of(t), t.user_attrs
+    r = trials.Record.of(t)
     parts = []
     if r.failures:
         parts.append("fails " + "; ".join(r.failures))
@@ -113,12 +113,12 @@ def _note(t: optuna.trial.FrozenTrial) -> str:
         parts.append(f"same net as trial {r.duplicate_of}")
     if r.message:
         parts.append(r.message)
-    first = trials.retried(a)
+    first = r.first_try
     if first is not None and r.status != "stuck":
         parts.append(f"{_try(first)}: trained again at lr {r.lr:g}")
     if r.retry_of is not None:
         parts.append(f"repeats trial {r.retry_of}, whose worker died")
-    stop = trials.rung_stop(a)
+    stop = r.rung_stop
     if r.status == "stopped":
         where = f"after {stop[0]:,} images (val {stop[1]:.2%})" if stop else f"at {r.stopped_at}"
         parts.append(f"stopped {where}: forecast end {r.predicted or 0:.2%}, short of the target")

@@ -217,6 +217,8 @@ class Record:
     message: str = ""
     duplicate_of: int | None = None
     retry_of: int | None = None
+    rungs: dict[str, float] = field(default_factory=dict)  # images seen (as text) -> validation accuracy
+    lr_tries: tuple[dict, ...] = ()
 
     @classmethod
     def of(cls, t: FrozenTrial | optuna.Trial) -> "Record":
@@ -233,7 +235,8 @@ class Record:
             curve=tuple(tuple(p) for p in a.get("curve") or ()), stopped_at=a.get("stopped_at", a.get("pruned_at")),
             predicted=a.get("predicted"), lr=a.get("lr"), target_epoch=a.get("target_epoch"),
             reached_target=bool(a.get("reached_target")), seconds=a.get("seconds"), weights=a.get("weights"),
-            message=str(a.get("message") or ""), duplicate_of=a.get("duplicate_of"), retry_of=a.get("retry_of"))
+            message=str(a.get("message") or ""), duplicate_of=a.get("duplicate_of"), retry_of=a.get("retry_of"),
+            rungs=dict(a.get("rungs") or {}), lr_tries=tuple(a.get("lr_tries") or ()))
 
     @property
     def val_accuracy(self) -> float | None:
@@ -244,26 +247,23 @@ class Record:
         """The figure the task calls its cost: ``params``, ``macs`` or ``latency``."""
         return getattr(self, name)
 
+    @property
+    def rung_stop(self) -> tuple[int, float] | None:
+        """(images seen, validation accuracy) where it was stopped between epochs, at a rung, or None."""
+        if not (str(self.stopped_at or "").endswith("images") and self.rungs):
+            return None
+        images = max(self.rungs, key=int)
+        return int(images), self.rungs[images]
+
+    @property
+    def first_try(self) -> dict | None:
+        """The first try of a net trained again at a lower learning rate, or None."""
+        return self.lr_tries[0] if len(self.lr_tries) > 1 else None
+
 def trained(t: FrozenTrial) -> bool:
     """Trained to an end of its own: not a duplicate of another trial's net, not a failed worker's."""
     return (t.state in TRAINED_STATES and bool(t.user_attrs.get("trained"))
             and t.user_attrs.get("status") != "duplicate")
-
-
-def rung_stop(attrs: dict) -> tuple[int, float] | None:
-    """(images seen, validation accuracy) where a trial was stopped between epochs, at a rung, or None."""
-    rungs = attrs.get("rungs") or {}
-    where = str(attrs.get("stopped_at", attrs.get("pruned_at", "")))
-    if not (where.endswith("images") and rungs):
-        return None
-    images = max(rungs, key=int)
-    return int(images), rungs[images]
-
-
-def retried(attrs: dict) -> dict | None:
-    """The first try of a trial trained again at a lower learning rate, or None."""
-    tries = attrs.get("lr_tries") or []
-    return tries[0] if len(tries) > 1 else None
 
 
 def finished(t: FrozenTrial) -> bool:
@@ -318,7 +318,7 @@ def counts(study: optuna.Study) -> dict[str, int]:
             out["stopped"] += status in EARLY_STOPS
             out["nan"] += status == "nan"
             out["stuck"] += status == "stuck"
-            out["retried"] += retried(t.user_attrs) is not None
+            out["retried"] += Record.of(t).first_try is not None
             out["reached"] += reached(t)
     return out
 
