@@ -267,7 +267,9 @@ def _run_search(cfg, jobs: int = 1) -> None:
     import functools
     import time
 
-    ends = time.monotonic() + cfg.budget if cfg.budget else None  # the budget counts from the command's start
+    # the budget counts from the command's start (a worker's: its coordinator's)
+    ends = time.monotonic() + cfg.budget - (time.perf_counter() - (cfg.started or time.perf_counter())) \
+        if cfg.budget else None
     runs = (trials.confirm_study_name(cfg.name, cfg.train_limit), cfg.storage)
     outcome = execute(cfg, jobs, on_trial=functools.partial(_print_trial, ends=ends),
                       on_run=functools.partial(_print_run, runs=runs), signals=True)
@@ -360,12 +362,13 @@ def search(space_name, trials, timeout, enqueue, study, storage, results, data_d
 
     Example: nas search --space mnist_squeeze --data-dir ../shared/data
     """
-    from .search import SearchConfig
+    from .search import SearchConfig, started_here
     from .space import Space
 
     cfg = SearchConfig(Space.load(space_name), study, url_for(storage, results), trials, timeout, seed, finish,
                        tuple(enqueue), data_dir=data_dir, device=device, train_limit=train_limit,
-                       confirm=confirm_top, seeds=seeds, halving=halving, quiet=worker, **_results(results))
+                       confirm=confirm_top, seeds=seeds, halving=halving, quiet=worker,
+                       started=started_here() if worker else None, **_results(results))
     if worker:
         jobs = 1  # a worker never starts workers of its own (NAS_JOBS may still be set around it)
     elif jobs is None:

@@ -81,8 +81,9 @@ class Display:
             except Exception:  # the database busy for a moment: keep the last block, try again next tick
                 pass
             self.last = now
-        if self.drawn:  # up to the block's first line, and clear to the end of the screen
-            sys.stdout.write(f"\x1b[{self.drawn}F\x1b[J")
+        if self.drawn:  # erase the block line by line, from its last up to its first; erasing "to the end of
+            # the screen" from the top-left corner makes tmux keep the old block in its scrollback
+            sys.stdout.write("\x1b[F\x1b[2K" * self.drawn)
             sys.stdout.flush()
             self.drawn = 0
         while self.pending:

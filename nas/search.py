@@ -662,6 +662,22 @@ def search(space: Space | str, *, trials: int | None = None, minutes: float | No
         return execute(cfg, jobs, on_trial=on_trial, on_run=on_run, signals=False)
 
 
+STARTED_ENV = "NAS_SEARCH_STARTED"  # wall-clock start of a --jobs coordinator, for its workers
+
+
+def started_here(environ=None) -> float | None:
+    """This process's ``time.perf_counter()`` reading at its coordinator's start (None: not a worker).
+
+    >>> import time
+    >>> round(time.perf_counter() - started_here({STARTED_ENV: repr(time.time() - 30)}))
+    30
+    """
+    import os
+
+    wall = (os.environ if environ is None else environ).get(STARTED_ENV)
+    return None if wall is None else time.perf_counter() - (time.time() - float(wall))
+
+
 def execute(cfg: SearchConfig, jobs: int = 1, data=None, train_fn: Callable | None = None,
             on_trial: Callable | None = None, on_run: Callable | None = None, signals: bool = True) -> Outcome:
     """One worker here, or ``jobs`` worker processes (``nas search --worker``) and then a last pass
@@ -672,7 +688,9 @@ def execute(cfg: SearchConfig, jobs: int = 1, data=None, train_fn: Callable | No
     cfg = replace(cfg, started=cfg.started or started)  # the last pass starts nothing once the budget is spent
     if jobs > 1:
         _, data = prepare(cfg)  # every check once, here, and the study made before the workers race to it
-        store = {"NAS_STORAGE": cfg.storage} if cfg.storage else None  # a password in argv is visible in `ps`
+        store = {"NAS_STORAGE": cfg.storage} if cfg.storage else {}  # a password in argv is visible in `ps`
+        # the workers' budget counts from this command's start, not from theirs (after imports and a data load)
+        store[STARTED_ENV] = repr(time.time() - (time.perf_counter() - cfg.started))
         codes = workers.run_workers(worker_args(cfg), jobs, env=store, signals=signals,
                                     status=_watch(cfg, train_config(cfg).epochs))
         if 130 in codes or -2 in codes:

@@ -629,7 +629,7 @@ def test_jobs_on_a_terminal_print_whole_worker_lines_above_a_status_block():
     child.wait(timeout=120)
     text = out.decode().replace("\r\n", "\n")
     expected = subprocess.run([sys.executable, "-m", "nas", "spaces"], capture_output=True, text=True).stdout.splitlines()
-    erase = re.compile(r"\x1b\[\d+F\x1b\[J")
+    erase = re.compile(r"(?:\x1b\[F\x1b\[2K)+")
     assert erase.search(text), "the status block is redrawn in place"
     lines = erase.sub("\n", text).splitlines()  # what a reader sees between redraws
     assert lines.count(expected[0]) == 2 and all(lines.count(e) == 2 for e in expected)  # both workers', whole
