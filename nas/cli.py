@@ -87,8 +87,9 @@ def _data_options(f):
 
 def _confirm_options(f):
     f = click.option("--confirm", "confirm_top", default=3, show_default=True, type=click.IntRange(0),
-                     help="Confirm this many designs at the end: the cheapest on the validation front that reached "
-                     "the target, retrained on all training images over --seeds seeds and tested once (0: skip).")(f)
+                     help="Confirm this many designs at the end: the cheapest trained to the end whose validation "
+                     "accuracy is within the noise of the target, each retrained on all training images over --seeds "
+                     "seeds and tested once, stopping at its first seed below the target (0: skip).")(f)
     f = click.option("--seeds", type=click.IntRange(1, 20), help="Confirmation seeds [default: the task's, 3].")(f)
     return f
 
@@ -393,10 +394,11 @@ def _results(results) -> dict:
 def confirm_cmd(study, storage, results, data_dir, device, train_limit, confirm_top, seeds) -> None:
     """Confirm a study's chosen designs: retrain on every training image over several seeds, test once.
 
-    The designs are the cheapest on the study's validation front whose validation accuracy reached
-    the target, up to --confirm of them. A design meets the target only when every seed's final
-    test accuracy does. Runs already done are kept; running it again resumes, and several workers
-    share the runs.
+    The designs are the cheapest trained to the end whose validation accuracy is within the noise
+    of the target, up to --confirm of them, cheapest first. A design meets the target only when
+    every seed's final test accuracy does, so it stops at its first seed below. Designs already
+    decided count towards --confirm; runs already done are kept; running it again resumes, and
+    several workers share the runs.
 
     Example: nas confirm --study mnist_squeeze --data-dir ../shared/data
     """
