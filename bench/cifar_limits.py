@@ -7,8 +7,9 @@ For one ``cifar_small`` point and one ``cifar_dws`` point (seed 004), in one run
 2. the floors they set for a 50,000-image epoch at batch 128: arithmetic (every conv's FLOPs at the
    fastest rate measured for its kind) and memory traffic (every layer's input and output bytes,
    written and read once forward and about twice backward, at the copy bandwidth); the larger binds;
-3. the trainer's own step, timed: ``nas.train.train`` on random CIFAR-shaped images (augmentation,
-   the optimizer, everything but the evaluation), and its profile by op.
+3. the trainer's own step, timed: ``nas.train.train`` for one epoch of random CIFAR-shaped images
+   (augmentation, the optimizer, and one evaluation of a single batch at the end), and a training
+   step's profile by op.
 
 Writes ``results/bench_cifar_limits.json`` and ``.md``.
 
@@ -216,6 +217,8 @@ def main() -> None:
                   f"{pt['epoch_seconds']:.0f} s | {binds} |")
     md.append("\nThe arithmetic floor runs every conv at the best GFLOP/s measured for its kind in that net; "
               "the memory floor moves every layer's input and output three times at the copy bandwidth. "
+              "Each conv timed alone also pays its own call and allocation, and its sum can exceed the trainer's "
+              "whole step; why has not been measured. "
               "Best GFLOP/s by kind (forward and backward of that layer alone):\n")
     for pt in report["points"]:
         md.append(f"- {pt['name']}: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(pt["best_gflop_per_s"].items())))

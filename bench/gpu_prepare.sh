@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Here, before bench/gpu_check.sh travels to a GPU machine: put what it needs into git-ignored folders
-# that the device tool's `carry` takes along (64 MiB at most in all; these are about 62 MiB):
+# that the device tool's `carry` takes along (64 MiB at most in all; 50.5 MiB on 2026-12-03: 11.1 + 32.3 + 7.1):
 #   .gpu_data/MNIST/raw   the four MNIST files (11 MiB, gzip'd as torchvision keeps them)
 #   .gpu_data/cifar10.pt  a class-stratified CIFAR-10 slice as uint8 tensors (nas.data.pack: 10,000
 #                         training and 1,000 test images, 32 MiB; the 60,000 PNGs are 238 MiB on disk)

@@ -266,11 +266,8 @@ def _run_search(cfg, jobs: int = 1) -> None:
 
     _quiet_optuna()
     import functools
-    import time
 
-    # the budget counts from the command's start (a worker's: its coordinator's)
-    ends = time.monotonic() + cfg.budget - (time.perf_counter() - (cfg.started or time.perf_counter())) \
-        if cfg.budget else None
+    ends = cfg.deadline()  # the budget counts from the command's start (a worker's: its coordinator's)
     runs = (trials.confirm_study_name(cfg.name, cfg.train_limit), cfg.storage)
     outcome = execute(cfg, jobs, on_trial=functools.partial(_print_trial, ends=ends),
                       on_run=functools.partial(_print_run, runs=runs), signals=True)
@@ -288,7 +285,7 @@ def _interrupted(name: str) -> None:
 
 
 def _print_trial(t, ends: float | None = None) -> None:
-    """One line per trained candidate; ``ends``: when the search budget runs out (time.monotonic())."""
+    """One line per trained candidate; ``ends``: when the search budget runs out (time.perf_counter())."""
     from . import trials
 
     r = trials.Record.of(t)
@@ -309,7 +306,7 @@ def _print_trial(t, ends: float | None = None) -> None:
         import time
         from .search import budget_left
 
-        left = f"  [{budget_left(ends - time.monotonic())}]"
+        left = f"  [{budget_left(ends - time.perf_counter())}]"
     click.echo(f"trial {t.number:>3} {status:<11} {r.params or 0:>7,} params  RF {r.rf or 0:>3}  {acc}"
                f"{'  ' + format(r.seconds, '.0f') + ' s' if r.seconds is not None else ''}{left}")
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import statistics
 import sys
 import time
@@ -94,6 +95,11 @@ class SearchConfig:
         """The search's wall-clock budget in seconds: ``timeout``, else the task's ``search_minutes``."""
         minutes = self.space.task.search_minutes
         return self.timeout if self.timeout is not None else minutes * 60 if minutes else None
+
+    def deadline(self) -> float | None:
+        """The ``time.perf_counter()`` reading at which the budget runs out, counted from ``started``
+        (from now when unset); None without a time budget. Every countdown reads this."""
+        return (self.started or time.perf_counter()) + self.budget if self.budget else None
 
     @property
     def wanted(self) -> int | None:
@@ -239,10 +245,10 @@ class Objective:
         start = time.perf_counter()
         cand = check(space, choices)
         trials.write(trial, check_ms=round((time.perf_counter() - start) * 1000, 3), failures=list(cand.failures))
+        figures = cand.analysis.figures() if cand.analysis is not None else {}
         if cand.analysis is not None:
-            trials.write(trial, **cand.analysis.figures())
-            trials.write(trial, spec=cand.analysis.spec.to_dict())
-        size = cand.analysis.figures().get(cost) if cand.analysis is not None else None
+            trials.write(trial, **figures, spec=cand.analysis.spec.to_dict())
+        size = figures.get(cost)
         fixed = bool(trials.Record.of(trial).design)  # a documented design trains whatever it costs
         cap = None if fixed or not cand.feasible else trials.cost_cap(trial.study, cost)
         over = cap is not None and size is not None and size >= cap
@@ -458,8 +464,7 @@ def _optimize(cfg: SearchConfig, study: optuna.Study, objective: Objective, stop
     """Start trials until the study holds enough trained ones, the budget ends, every net under the
     cost cap was tried, or Ctrl-C or NaNs stop it. Returns whether the space was covered."""
     here = {"rejected": 0, "trained": 0, "nan": 0}
-    budget = cfg.budget
-    deadline = (cfg.started or time.perf_counter()) + budget if budget else None
+    deadline = cfg.deadline()
     max_rejections = 200 * (cfg.wanted or 100) + 1000
     diverged: list[str] = []
     sampler: Sampler = study.sampler
@@ -672,8 +677,6 @@ def started_here(environ=None) -> float | None:
     >>> round(time.perf_counter() - started_here({STARTED_ENV: repr(time.time() - 30)}))
     30
     """
-    import os
-
     wall = (os.environ if environ is None else environ).get(STARTED_ENV)
     return None if wall is None else time.perf_counter() - (time.time() - float(wall))
 
@@ -720,7 +723,7 @@ def _watch(cfg: SearchConfig, epochs: int) -> Callable[[list[int]], list[str]]:
     """The status block under the trial lines of ``--jobs`` workers: the search's time left and
     counts, then what each worker is training (read from the study, where workers record each epoch)."""
     store = studies.storage(cfg.storage, heartbeat=False)
-    ends = cfg.started + cfg.budget if cfg.budget and cfg.started else None
+    ends = cfg.deadline()
 
     def rows(pids: list[int]) -> list[str]:
         study = optuna.load_study(study_name=cfg.name, storage=store)
@@ -728,15 +731,13 @@ def _watch(cfg: SearchConfig, epochs: int) -> Callable[[list[int]], list[str]]:
         left = "" if ends is None else f"; {budget_left(ends - time.perf_counter())}"
         lines = [f"study {cfg.name}: {c['trained']} trained, {c['stopped']} stopped early, "
                  f"{c['duplicate'] + c['rejected'] + c['dominated']} not trained{left}"]
-        running = {}
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            running[str(t.user_attrs.get("worker", "")).rpartition(":")[2]] = t
+        running = {r.worker.rpartition(":")[2]: (t, r) for t in study.get_trials(deepcopy=False, states=(
+            TrialState.RUNNING,)) for r in [trials.Record.of(t)]}
         for n, pid in enumerate(pids, start=1):
-            t = running.get(str(pid))
-            if t is None or not t.user_attrs.get("trained"):
+            t, r = running.get(str(pid), (None, None))
+            if r is None or not r.trained:
                 lines.append(f"  worker {n}: checking the next candidate")
                 continue
-            r = trials.Record.of(t)
             seen = f"{len(r.accuracies)}/{epochs} epochs"
             if r.curve:  # rungs inside an epoch are scored too
                 seen += f", val {r.curve[-1][1]:.4f} at {r.curve[-1][0]:.0%} of the schedule"

@@ -217,6 +217,7 @@ class Record:
     message: str = ""
     duplicate_of: int | None = None
     retry_of: int | None = None
+    worker: str = ""  # host:pid
     rungs: dict[str, float] = field(default_factory=dict)  # images seen (as text) -> validation accuracy
     lr_tries: tuple[dict, ...] = ()
 
@@ -236,7 +237,7 @@ class Record:
             predicted=a.get("predicted"), lr=a.get("lr"), target_epoch=a.get("target_epoch"),
             reached_target=bool(a.get("reached_target")), seconds=a.get("seconds"), weights=a.get("weights"),
             message=str(a.get("message") or ""), duplicate_of=a.get("duplicate_of"), retry_of=a.get("retry_of"),
-            rungs=dict(a.get("rungs") or {}), lr_tries=tuple(a.get("lr_tries") or ()))
+            worker=str(a.get("worker") or ""), rungs=dict(a.get("rungs") or {}), lr_tries=tuple(a.get("lr_tries") or ()))
 
     @property
     def val_accuracy(self) -> float | None:
@@ -259,6 +260,7 @@ class Record:
     def first_try(self) -> dict | None:
         """The first try of a net trained again at a lower learning rate, or None."""
         return self.lr_tries[0] if len(self.lr_tries) > 1 else None
+
 
 def trained(t: FrozenTrial) -> bool:
     """Trained to an end of its own: not a duplicate of another trial's net, not a failed worker's."""

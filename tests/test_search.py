@@ -234,9 +234,9 @@ def test_each_trial_line_says_how_much_of_the_search_budget_is_left(tmp_path, ca
     run(cfg, data=tiny_data(), train_fn=FakeTrainer())
     trained = [t for t in optuna.load_study(study_name="toy", storage=cfg.storage).get_trials()
                if t.user_attrs.get("trained")]
-    _print_trial(trained[0], ends=time.monotonic() + 600)
-    _print_trial(trained[0], ends=time.monotonic() + 20.4)
-    _print_trial(trained[0], ends=time.monotonic() - 1)
+    _print_trial(trained[0], ends=time.perf_counter() + 600)
+    _print_trial(trained[0], ends=time.perf_counter() + 20.4)
+    _print_trial(trained[0], ends=time.perf_counter() - 1)
     _print_trial(trained[0])
     first, last_seconds, spent, plain = capsys.readouterr().out.splitlines()
     assert first.endswith("[search: 10 min left]") and spent.endswith("[search budget spent: finishing]")
