@@ -1,6 +1,6 @@
 """What one CIFAR-10 epoch costs on this machine, against what the machine allows.
 
-For one ``cifar_small`` point and one ``cifar_dws`` point (seed 004), in one run:
+For one ``cifar_small`` point, seed 004 and the smallest ``cifar_dws`` point, in one run:
 
 1. the machine's limits: memory bandwidth (a large tensor copy, GB/s) and each convolution's
    GFLOP/s at the widths and batch of these nets (forward and backward of that layer alone);
@@ -8,8 +8,11 @@ For one ``cifar_small`` point and one ``cifar_dws`` point (seed 004), in one run
    fastest rate measured for its kind) and memory traffic (every layer's input and output bytes,
    written and read once forward and about twice backward, at the copy bandwidth); the larger binds;
 3. the trainer's own step, timed: ``nas.train.train`` for one epoch of random CIFAR-shaped images
-   (augmentation, the optimizer, and one evaluation of a single batch at the end), and a training
-   step's profile by op.
+   (augmentation, the optimizer, and one evaluation of a single batch at the end), before and after
+   the trainer's speed-ups (torch's dropout, then :class:`nas.dropout.Dropout`), alternated;
+   a training step's profile by op, before and after;
+4. what the evaluation after each search epoch costs (BatchNorm re-estimation and validation)
+   against that epoch's training.
 
 Writes ``results/bench_cifar_limits.json`` and ``.md``.
 
@@ -123,33 +126,72 @@ def traffic_bytes(seen: list[dict]) -> int:
     return 3 * per
 
 
-def trainer_step(spec_analysis, steps: int) -> dict:
-    """Seconds per step of ``nas.train.train`` (1 epoch of ``steps`` batches, evaluation excluded)."""
-    from nas.build import build
+def random_cifar(n: int):
     from nas.data import DATASETS, TensorData
-    from nas.train import TrainConfig, train
 
     info = DATASETS["cifar10"]
-    n = BATCH * steps
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 10, (n,), generator=gen)
-    data = TensorData("random cifar", x, y, x[:BATCH], y[:BATCH], list(info.classes), info.mean, info.std)
-    model = build(spec_analysis.spec, spec_analysis)
+    return TensorData("random cifar", x, y, x[:BATCH], y[:BATCH], list(info.classes), info.mean, info.std)
+
+
+def torch_dropout(model: nn.Module) -> nn.Module:
+    """``model`` with every nas Dropout swapped back for ``torch.nn.Dropout``: the trainer before."""
+    from nas.dropout import Dropout
+
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is Dropout:
+                setattr(parent, name, nn.Dropout(child.p))
+    return model
+
+
+def trainer_epochs(spec_analysis, steps: int, repeats: int) -> dict:
+    """Seconds per step of ``nas.train.train`` (1 epoch of ``steps`` batches, evaluation excluded),
+    with torch's dropout (before) and nas's (after), the two alternated ``repeats`` times."""
+    from nas.build import build
+    from nas.train import TrainConfig, train
+
+    data = random_cifar(BATCH * steps)
     config = TrainConfig(epochs=1, batch_size=BATCH, progress=False, bn_recalibrate=0, eval_each_epoch=False)
-    train(model, data, config)  # warm-up: allocator, kernels
-    r = train(model, data, config)
-    return {"step_seconds": r.epoch_seconds[0] / steps, "epoch_seconds": r.epoch_seconds[0] / steps * (EPOCH // BATCH)}
+    models = {"before": torch_dropout(build(spec_analysis.spec, spec_analysis)),
+              "after": build(spec_analysis.spec, spec_analysis)}
+    times = {k: [] for k in models}
+    for k, model in models.items():
+        train(model, data, config)  # warm-up: allocator, kernels
+    for _ in range(repeats):
+        for k, model in models.items():
+            times[k].append(train(model, data, config).epoch_seconds[0] / steps)
+    out = {}
+    for k, ts in times.items():
+        step = statistics.median(ts)
+        out[k] = {"step_seconds": step, "epoch_seconds": step * (EPOCH // BATCH), "step_seconds_all": ts}
+    return out
 
 
-def profile(spec_analysis, steps: int = 5, top: int = 10) -> list[dict]:
+def evaluation_seconds(spec_analysis, repeats: int, recal: int = 10_000, val: int = 5_000) -> float:
+    """What a search epoch adds after training: BatchNorm re-estimated on ``recal`` training images,
+    then ``val`` validation images scored (the trainer's defaults, at its evaluation batch)."""
+    from nas.build import build
+    from nas.train import TrainConfig, _Normalise, accuracy, recalibrate_bn
+
+    data = random_cifar(recal)
+    model = build(spec_analysis.spec, spec_analysis).to(memory_format=torch.channels_last)
+    norm = _Normalise(data, torch.device("cpu"), TrainConfig().channels_last)
+
+    def once():
+        recalibrate_bn(model, data.x_train, norm, BATCH)
+        accuracy(model, data.x_train[:val], data.y_train[:val], norm, BATCH)
+    return timed(once, repeats)
+
+
+def profile(model: nn.Module, steps: int = 5, top: int = 10) -> list[dict]:
     """Self CPU time by op over ``steps`` training steps (forward, loss, backward, SGD step)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from nas.build import build
-
-    model = build(spec_analysis.spec, spec_analysis).to(memory_format=torch.channels_last).train()
+    model = model.to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     x = torch.randn(BATCH, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (BATCH,))
@@ -172,6 +214,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=30, help="trainer steps timed per point")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per conv layer")
+    p.add_argument("--trainer-repeats", type=int, default=3, help="timed trainer epochs per variant, alternated")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "results"))
     p.add_argument("--name", default="bench_cifar_limits")
@@ -180,7 +223,8 @@ def main() -> None:
     started = time.perf_counter()
     info = machine()
     bandwidth = copy_bandwidth()
-    points = [point("cifar_small", params=141_930), point("cifar_dws", design="seed004")]
+    points = [point("cifar_small", params=141_930), point("cifar_dws", design="seed004"),
+              point("cifar_dws", params=169_450)]
     report = {"command": "python bench/cifar_limits.py " + shlex.join(sys.argv[1:]),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": info,
               "copy_gb_per_s": bandwidth, "points": []}
@@ -195,26 +239,34 @@ def main() -> None:
         steps_per_epoch = EPOCH // BATCH
         arithmetic = steps_per_epoch * sum(c["gflops"] / best[c["kind"]] for c in convs)
         memory = steps_per_epoch * traffic_bytes(seen) / (bandwidth * 1e9)
-        measured = trainer_step(a, args.steps)
+        measured = trainer_epochs(a, args.steps, args.trainer_repeats)
+        evaluation = evaluation_seconds(a, max(1, args.repeats // 2))
         report["points"].append({
             "name": name, "params": a.params, "macs": a.macs, "convs": convs, "best_gflop_per_s": best,
             "conv_seconds_per_epoch_as_measured": steps_per_epoch * sum(c["seconds"] for c in convs),
             "arithmetic_floor_s": arithmetic, "memory_floor_s": memory,
-            "traffic_mb_per_step": traffic_bytes(seen) / 1e6, **measured, "profile": profile(a)})
+            "traffic_mb_per_step": traffic_bytes(seen) / 1e6, "trainer": measured,
+            "evaluation_seconds": evaluation, "profile_before": profile(torch_dropout(build(a.spec, a))),
+            "profile": profile(build(a.spec, a))})
     report["seconds"] = time.perf_counter() - started
 
-    md = ["# A CIFAR-10 epoch against this machine's limits\n",
+    md = ["# A CIFAR-10 epoch against this machine's limits, before and after\n",
           f"`{report['command']}`, {report['date']}, {info['cpu']}, {info['cores']} cores, "
-          f"{args.threads} threads; {report['seconds']:.0f} s.\n",
+          f"{args.threads} threads, load average at start {', '.join(f'{v:.2f}' for v in info['loadavg_at_start'])}; "
+          f"{report['seconds']:.0f} s.\n",
           f"Copy bandwidth: **{bandwidth:.1f} GB/s** (a 256 MiB float32 copy, bytes read plus written).\n",
-          "Seconds per 50,000-image epoch at batch 128 (390 steps):\n",
-          "| point | params | MMACs/image | arithmetic floor | memory floor | convs alone, as measured | trainer, measured | binds |",
-          "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | :--- |"]
+          "Seconds per 50,000-image epoch at batch 128 (390 steps). Before: torch's `nn.Dropout`; after: "
+          f"`nas.dropout.Dropout`; the trainer's median of {args.trainer_repeats} epochs of {args.steps} steps each, "
+          "the two alternated in this run:\n",
+          "| point | params | MMACs/image | arithmetic floor | memory floor | convs alone, as measured | "
+          "trainer before | trainer after | after / before | binds |",
+          "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :--- |"]
     for pt in report["points"]:
         binds = "memory" if pt["memory_floor_s"] > pt["arithmetic_floor_s"] else "arithmetic"
+        before, after = pt["trainer"]["before"]["epoch_seconds"], pt["trainer"]["after"]["epoch_seconds"]
         md.append(f"| {pt['name']} | {pt['params']:,} | {pt['macs'] / 1e6:.1f} | {pt['arithmetic_floor_s']:.0f} s | "
                   f"{pt['memory_floor_s']:.0f} s | {pt['conv_seconds_per_epoch_as_measured']:.0f} s | "
-                  f"{pt['epoch_seconds']:.0f} s | {binds} |")
+                  f"{before:.0f} s | {after:.0f} s | {after / before:.2f} | {binds} |")
     md.append("\nThe arithmetic floor runs every conv at the best GFLOP/s measured for its kind in that net; "
               "the memory floor moves every layer's input and output three times at the copy bandwidth. "
               "Each conv timed alone also pays its own call and allocation, and its sum can exceed the trainer's "
@@ -222,9 +274,15 @@ def main() -> None:
               "Best GFLOP/s by kind (forward and backward of that layer alone):\n")
     for pt in report["points"]:
         md.append(f"- {pt['name']}: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(pt["best_gflop_per_s"].items())))
+    md.append("\nEvaluation after each search epoch (BatchNorm re-estimated on 10,000 training images, then 5,000 "
+              "validation images scored), against training one epoch of the 45,000 images left (after):\n")
     for pt in report["points"]:
-        md.append(f"\nProfile of a training step, {pt['name']} (self CPU time):\n\n| op | share |\n| :--- | ---: |")
-        md += [f"| `{r['op']}` | {r['share']:.0%} |" for r in pt["profile"]]
+        share = pt["evaluation_seconds"] / (pt["trainer"]["after"]["epoch_seconds"] * 45_000 / EPOCH)
+        md.append(f"- {pt['name']}: {pt['evaluation_seconds']:.1f} s, {share:.0%} of the epoch's training")
+    for pt in report["points"]:
+        for key, when in (("profile_before", "before"), ("profile", "after")):
+            md.append(f"\nProfile of a training step, {pt['name']}, {when} (self CPU time):\n\n| op | share |\n| :--- | ---: |")
+            md += [f"| `{r['op']}` | {r['share']:.0%} |" for r in pt[key]]
     write(report, "\n".join(md) + "\n", args.out, args.name)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import optuna
@@ -212,14 +213,16 @@ def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Sto
             decided[:] = [_needless(runs, a, task.target, task.cost, seeds, config.epochs)]
         return stop.requested or bool(decided and decided[0])
 
+    checkpoint = _checkpoint(cfg, a.fingerprint, a.seed, config.epochs)
     try:
-        result = (train_fn or train)(model, data, config, on_epoch=on_epoch)
+        result = (train_fn or train)(model, data, config, on_epoch=on_epoch, checkpoint=checkpoint)
     except BaseException:  # a second Ctrl-C, or an error: the run is queued again, and the worker stops
         _requeue(runs, trial, quietly=True)
         raise
     if stop.requested and result.status == "stopped":
         _requeue(runs, trial)
         return 0
+    checkpoint.unlink(missing_ok=True)  # an interrupted run, requeued above, resumes from it
     if result.status == "stopped":  # decided without this run
         trials.write(trial, status="skipped", message=decided[0])
         runs.tell(trial, state=TrialState.PRUNED)
@@ -271,6 +274,11 @@ def _requeue(runs: optuna.Study, trial: optuna.Trial, quietly: bool = False) -> 
     except Exception:
         if not quietly:
             raise
+
+
+def _checkpoint(cfg, fp: str, seed: int, epochs: int) -> Path:
+    """Where a run keeps its state between epochs, so a killed one resumes (nas.train's ``checkpoint``)."""
+    return studies.study_dir(cfg.name, cfg.results) / "checkpoints" / f"confirm_{fp}_e{epochs}_seed{seed}.pt"
 
 
 def _save(cfg, fp: str, seed: int, epochs: int, model: torch.nn.Module) -> str:

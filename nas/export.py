@@ -60,9 +60,9 @@ def layer_source(module: nn.Module) -> str:
     >>> layer_source(nn.Conv2d(8, 16, 3, stride=1, padding=2, dilation=2, bias=False))
     'nn.Conv2d(8, 16, 3, padding=2, dilation=2, bias=False)'
     """
-    cls = type(module)
-    if getattr(nn, cls.__name__, None) is not cls:
-        raise NasError(f"cannot export {cls.__name__}: only torch.nn layers can be written as source")
+    cls = _torch_class(module)
+    if cls is None:
+        raise NasError(f"cannot export {type(module).__name__}: only torch.nn layers can be written as source")
     # Collapsed tuples ((3, 3) -> 3) read better; the raw values are the fallback if they differ.
     for collapse in (True, False):
         positional, keywords = _arguments(module, collapse)
@@ -71,10 +71,17 @@ def layer_source(module: nn.Module) -> str:
     raise NasError(f"cannot write {module!r} as a constructor call; report this as a bug in nas.export")
 
 
+def _torch_class(module: nn.Module) -> type | None:
+    """The torch.nn class ``module`` is, or stands in for: a nas layer that only trains faster than a
+    torch one (:class:`nas.dropout.Dropout`) names it as ``exports_as``."""
+    cls = getattr(type(module), "exports_as", type(module))
+    return cls if getattr(nn, cls.__name__, None) is cls else None
+
+
 def _arguments(module: nn.Module, collapse: bool) -> tuple[list[Any], dict[str, Any]]:
     """Constructor arguments read back from the module's attributes; defaults left out."""
     positional, keywords = [], {}
-    for name, p in inspect.signature(type(module).__init__).parameters.items():
+    for name, p in inspect.signature(_torch_class(module).__init__).parameters.items():
         if name in ("self", "device", "dtype") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if not hasattr(module, name):
@@ -106,13 +113,13 @@ def _call(cls_name: str, positional: list[Any], keywords: dict[str, Any]) -> str
 
 
 def _rebuilds(module: nn.Module, positional: list[Any], keywords: dict[str, Any]) -> bool:
-    source = _call(type(module).__name__, positional, keywords)
+    source = _call(_torch_class(module).__name__, positional, keywords)
     try:
         with torch.device("meta"):  # no memory, no draws from the caller's random generator
             rebuilt = eval(source, {"nn": nn})  # noqa: S307 - our own literal source
     except Exception:
         return False
-    return type(rebuilt) is type(module) and repr(rebuilt) == repr(module) and _shapes(rebuilt) == _shapes(module)
+    return type(rebuilt) is _torch_class(module) and repr(rebuilt) == repr(module) and _shapes(rebuilt) == _shapes(module)
 
 
 def _shapes(module: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .dropout import Dropout
 from .errors import SpecError
 
 Shape = tuple[int, ...]
@@ -207,7 +208,7 @@ LEAKYRELU = Op("leakyrelu", "LeakyReLU", {"slope": (float, 0.01)}, "LeakyReLU ac
                module=lambda s, a: nn.LeakyReLU(a["slope"]))
 
 DROPOUT = Op("dropout", "Dropout", {"p": (float, 0.1)}, "element-wise dropout",
-             module=lambda s, a: nn.Dropout(a["p"]))
+             module=lambda s, a: Dropout(a["p"]))
 DROPOUT2D = Op("dropout2d", "Dropout2d", {"p": (float, 0.1)}, "channel-wise dropout", "map",
                module=lambda s, a: nn.Dropout2d(a["p"]))
 FLATTEN = Op("flatten", "Flatten", {}, "flatten to a vector", out_shape=lambda s, a: (math.prod(s),),

@@ -230,6 +230,7 @@ class Objective:
         self.cfg, self.data, self.stop = cfg, data, stop
         self.train_fn = train_fn or train_run
         self.weights_dir = studies.study_dir(cfg.name, cfg.results) / "weights"
+        self.checkpoints = self.weights_dir.parent / "checkpoints"
         self.worker = worker_name()
         self.poll = min(5.0, studies.heartbeat_settings()[0])
         self.config = train_config(cfg)
@@ -269,7 +270,7 @@ class Objective:
             from .train import latency
             size = latency(build(spec, cand.analysis), spec.input, self.config.device)
             trials.write(trial, latency=size)
-        return self._train(trial, cand.analysis, float(size), fixed)
+        return self._train(trial, cand.analysis, float(size), fixed, fp)
 
     def _same_net(self, trial: optuna.Trial, fp: str):
         """A trained trial of the same net; if another worker is training it now, wait for its result.
@@ -294,7 +295,8 @@ class Objective:
             time.sleep(self.poll)
             studies.fail_stale(study)  # a dead worker's trial fails here, and this worker trains the net
 
-    def _train(self, trial: optuna.Trial, analysis, cost: float, fixed: bool) -> tuple[float, float]:
+    def _train(self, trial: optuna.Trial, analysis, cost: float, fixed: bool, fp: str) -> tuple[float, float]:
+        checkpoint = self.checkpoints / f"{fp}.pt"  # a killed or interrupted run of this net resumes from it
         trials.write(trial, trained=True, threads=torch.get_num_threads())
         forecast = self.forecast.calibrated(trials.full_curves(trial.study))
         tries: list[dict] = []  # each peak rate tried, and how its run ended: kept side by side
@@ -304,7 +306,7 @@ class Objective:
                            self.config.warmup, fixed, self.stop)
             torch.manual_seed(self.cfg.seed)
             model = build(analysis.spec, analysis)  # the analysis the check just made: no second pass
-            result = self._fit(trial, model, watch, replace(self.config, lr=lr))
+            result = self._fit(trial, model, watch, replace(self.config, lr=lr), checkpoint)
             tries.append({"lr": lr, "outcome": "nan" if result.status == "nan" else watch.stuck or "learned",
                           "accuracy": watch.curve[-1][1] if watch.curve else None,
                           "at": watch.curve[-1][0] if watch.curve else None})
@@ -313,6 +315,9 @@ class Objective:
                 break
         tried = [t["lr"] for t in tries]
         reached = result.target_epoch is not None
+        interrupted = self.stop.requested and watch.stopped is None and not (reached and not self.cfg.finish)
+        if not interrupted:  # the net's run has ended for good; an interrupted one resumes from it
+            checkpoint.unlink(missing_ok=True)
         trials.write(trial, accuracies=list(result.accuracies), target_epoch=result.target_epoch)
         trials.write(trial, seconds=round(result.seconds, 2), reached_target=reached)
         if result.status != "nan":  # a diverged net's weights are not kept
@@ -320,7 +325,7 @@ class Objective:
         if result.status == "nan":
             trials.write(trial, status="nan", message=result.message + _rates_note(tried))
             raise optuna.TrialPruned(result.message)
-        if self.stop.requested and watch.stopped is None and not (reached and not self.cfg.finish):
+        if interrupted:
             trials.write(trial, status="interrupted")
             self._requeue(trial)  # retrained on resume
             raise Interrupted()
@@ -339,10 +344,11 @@ class Objective:
         trial.set_constraint("short", max(0.0, self.forecast.target - value) if not reached else 0.0)
         return value, cost
 
-    def _fit(self, trial: optuna.Trial, model: torch.nn.Module, watch: "_Watch", config):
+    def _fit(self, trial: optuna.Trial, model: torch.nn.Module, watch: "_Watch", config, checkpoint: Path):
         rung_args = {"rungs": self.rungs, "on_rung": watch.on_rung} if self.rungs else {}
         try:
-            return self.train_fn(model, self.data, config, on_epoch=watch.on_epoch, **rung_args)
+            return self.train_fn(model, self.data, config, on_epoch=watch.on_epoch,
+                                 checkpoint=checkpoint, **rung_args)
         except KeyboardInterrupt:  # a second Ctrl-C, or SIGTERM: the trial fails, its params are queued again
             trials.write(trial, status="interrupted")
             self._requeue(trial)

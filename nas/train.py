@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import math
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -41,6 +43,7 @@ from .build import build
 from .data import DATASETS, TensorData
 from .data import load as load_data
 from .errors import NasError
+from .files import save_torch
 from .registry import load_design
 
 OnEpoch = Callable[[int, float], "bool | None"]
@@ -404,7 +407,8 @@ def _keep_freed_memory() -> None:
 
 
 def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
-          on_epoch: OnEpoch | None = None, rungs: tuple[int, ...] = (), on_rung: OnRung | None = None) -> TrainResult:
+          on_epoch: OnEpoch | None = None, rungs: tuple[int, ...] = (), on_rung: OnRung | None = None,
+          checkpoint: str | Path | None = None) -> TrainResult:
     """Train ``model`` on ``data.x_train`` for ``config.epochs`` epochs, evaluating on ``data.x_eval``
     after each one (or only after the last, with ``eval_each_epoch=False``). A search passes data
     whose evaluation part is a validation split (:meth:`TensorData.held_out`).
@@ -419,6 +423,16 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
     once each is passed, the evaluation images are scored and ``on_rung(images, accuracy)`` runs;
     returning True stops training there with status ``"stopped"``. The schedule is not shortened:
     a run stopped at a rung is the beginning of the same run that would have gone on.
+
+    ``checkpoint`` is a file that holds the run's state after each epoch but the last (weights, the
+    optimizer's momentum, the weight average, the random generators, the scores so far), so a run
+    ended by Ctrl-C or a killed process loses at most the epoch under way: called again with the same
+    file, model, data and settings, it goes on where that epoch began, replaying the callbacks of the
+    epochs already done (their figures, not their training), and on a CPU ends exactly as the whole
+    run would have. A file written for another run is ignored and replaced. A run that completes its
+    schedule, meets its target with ``stop_at_target`` or diverges removes its file; one stopped by a
+    callback (Ctrl-C in a search: stop after this epoch) or by an exception keeps it, for its caller
+    to resume or remove.
 
     >>> import torch
     >>> from nas import TrainConfig, build, load_design, train
@@ -447,8 +461,11 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
     steps = _Steps(net, env.optimizer, env.ema, data, norm, config, env.gen, env.bs, env.total, bar)
     steps.checks = {-(-images // env.bs): images for images in rungs if 0 < images < env.total * env.bs}
     steps.score = lambda images: _rung(evaluate, on_rung, images, result)
+    saved = _Checkpoint(Path(checkpoint), model, data, config) if checkpoint is not None else None
+    done = saved.restore(model, env, steps, result, scored) if saved is not None else []
     try:
-        for epoch in range(1, config.epochs + 1):
+        ended = saved is not None and saved.replay(done, env, config, on_epoch, on_rung, result)
+        for epoch in range(len(done) + 1, 0 if ended else config.epochs + 1):
             t0 = time.perf_counter()
             losses = steps.run_epoch(epoch, env.steps_per_epoch, config.augment)
             if steps.message:
@@ -464,16 +481,89 @@ def train(model: nn.Module, data: TensorData, config: TrainConfig | None = None,
                 result.losses.append(losses.mean().item())
                 bar.set_postfix_str(f"epoch {epoch} eval {acc:.4f}")
             result.epoch_seconds.append(time.perf_counter() - t0)
+            done.append(acc)
+            if saved is not None and epoch < config.epochs:  # before the callbacks: they may raise
+                saved.save(model, env, steps, result, scored, done)
             if _stops_after(epoch, acc, config, on_epoch, result):
                 break
     finally:
         bar.close()
+    if saved is not None and result.status != "stopped":  # ended for good
+        saved.path.unlink(missing_ok=True)
     if env.ema is not None and result.accuracies:
         env.ema.copy_to_model()  # the weights the last test measured (their BatchNorm statistics too)
     if result.status == "complete":
         result.message = f"{config.epochs} epochs, final accuracy {result.final_accuracy:.4f}"
-    result.seconds = time.perf_counter() - started
+    result.seconds += time.perf_counter() - started
     return result
+
+
+class _Checkpoint:
+    """One run's state at an epoch's end, in a file (see :func:`train`'s ``checkpoint``)."""
+
+    def __init__(self, path: Path, model: nn.Module, data: TensorData, config: TrainConfig):
+        self.path = path
+        self.rungs: dict[int, float] = {}
+        # What makes two runs the same run: a file written for another is ignored.
+        options = {k: v for k, v in asdict(config).items() if k not in ("progress", "device")}
+        shapes = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+        sample = [int(t[::max(1, len(t) // 64)].long().sum()) for t in (data.x_train, data.y_train, data.x_eval)]
+        what = (options, pick_device(config.device).type, data.name, len(data.y_train), len(data.y_eval), sample,
+                shapes)
+        self.key = hashlib.sha256(repr(what).encode()).hexdigest()[:20]
+
+    def save(self, model: nn.Module, env: "_Environment", steps: "_Steps", result: TrainResult,
+             scored: dict[int, float], done: list[float | None]) -> None:
+        cuda = env.gen.device.type == "cuda"
+        state = {"key": self.key, "done": done, "steps": steps.done, "net": model.state_dict(),
+                 "momentum": env.optimizer.buffers, "ema": env.ema.average if env.ema is not None else None,
+                 "gen": env.gen.get_state(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(env.gen.device) if cuda else None,
+                 "accuracies": result.accuracies, "losses": result.losses, "epoch_seconds": result.epoch_seconds,
+                 "rungs": result.rungs, "scored": scored}
+        save_torch(self.path, state, f"the checkpoint of this run ({self.path})",
+                   "free some space, then run the same command to resume")
+
+    def restore(self, model: nn.Module, env: "_Environment", steps: "_Steps", result: TrainResult,
+                scored: dict[int, float]) -> list[float | None]:
+        """Load the file's state into this run if it is this run's: the accuracies of the epochs done."""
+        try:
+            state = torch.load(self.path, map_location=env.gen.device, weights_only=True)
+        except FileNotFoundError:
+            return []
+        except Exception:  # a damaged file: the run starts afresh and replaces it
+            return []
+        if not isinstance(state, dict) or state.get("key") != self.key:
+            return []
+        model.load_state_dict(state["net"])
+        torch._foreach_copy_(env.optimizer.buffers, state["momentum"])
+        if env.ema is not None:
+            torch._foreach_copy_(env.ema.average, state["ema"])
+        env.gen.set_state(state["gen"].cpu())
+        torch.set_rng_state(state["rng"].cpu())
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), env.gen.device)
+        steps.done = state["steps"]
+        result.accuracies, result.losses = list(state["accuracies"]), list(state["losses"])
+        result.epoch_seconds, result.seconds = list(state["epoch_seconds"]), sum(state["epoch_seconds"])
+        scored.update(state["scored"])
+        self.rungs = dict(state["rungs"])
+        return list(state["done"])
+
+    def replay(self, done: list[float | None], env: "_Environment", config: TrainConfig,
+               on_epoch: OnEpoch | None, on_rung: OnRung | None, result: TrainResult) -> bool:
+        """The callbacks of the epochs done, in the order training made them; True if one ends the run."""
+        per_epoch = env.steps_per_epoch * env.bs
+        for epoch, acc in enumerate(done, start=1):
+            for images in sorted(i for i in self.rungs if (epoch - 1) * per_epoch < i <= epoch * per_epoch):
+                result.rungs[images] = self.rungs[images]
+                if on_rung is not None and on_rung(images, self.rungs[images]):
+                    result.status = "stopped"
+                    result.message = f"stopped by the caller after {images:,} images ({self.rungs[images]:.4f})"
+                    return True
+            if _stops_after(epoch, acc, config, on_epoch, result):
+                return True
+        return False
 
 
 @dataclass

@@ -188,7 +188,7 @@ def test_a_slow_learner_forecast_to_reach_the_target_is_not_stopped(tmp_path):
     curves = {8: [0.9, 0.96, 0.97, 0.98], 4: [0.84, 0.92, 0.945, 0.96]}  # w=4 trails w=8 at every epoch
 
     class Curves(FakeTrainer):
-        def __call__(self, model, data, config, on_epoch=None, rungs=(), on_rung=None):
+        def __call__(self, model, data, config, on_epoch=None, rungs=(), on_rung=None, checkpoint=None):
             width = next(model.parameters()).shape[0]
             self.calls.append(width)
             accs = []
@@ -320,7 +320,7 @@ def test_a_net_without_bn_stuck_at_the_default_rate_trains_at_the_rate_the_searc
 
 def chance_then(curve: list[float], tried: list):
     """A trainer whose net scores ``curve`` at its epochs (rungs off), recording each peak rate."""
-    def fit(model, data, config, on_epoch=None, rungs=(), on_rung=None):
+    def fit(model, data, config, on_epoch=None, rungs=(), on_rung=None, checkpoint=None):
         tried.append(config.lr)
         accs = []
         for epoch, acc in enumerate(curve, start=1):
@@ -380,3 +380,56 @@ def test_a_diverged_net_is_counted_as_diverged_never_as_stopped_or_pruned(tmp_pa
     assert out.stopped == c["stopped"] == len(stopped_rows) and not set(stopped_rows.trial) & set(nan_rows.trial)
     assert all("NaN" in n for n in nan_rows.note) and "pruned" not in set(df.status)
     assert not {t.number for t in out.front} & set(nan_rows.trial)
+
+
+def test_a_trial_interrupted_mid_schedule_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    """Ctrl-C during epoch 2 of 3 with the real trainer: the same command trains only epoch 3 of that
+    net, and the trial ends with the scores an uninterrupted search records."""
+    import importlib
+    import os
+    import signal
+
+    from nas.train import train
+
+    T = importlib.import_module("nas.train")  # the module: `nas.train` is also the public function
+
+    space = Space.from_dict({
+        "name": "ckpt", "input": [1, 12, 12],
+        "task": {"dataset": "quadrants", "target": 0.99, "max_epochs": 3, "validation": 100,
+                 "constraints": {"classes": 4}},
+        "train": {"batch_size": 32},
+        "choices": {"w": [4, 8]},
+        "blocks": {"f": [{"conv": {"out": "$w", "padding": 1}}, "relu", "bn", {"dropout": {"p": 0.1}}, "maxpool",
+                         {"conv": {"out": 4}}, "gap", "flatten"]},
+        "points": {"eight": {"w": 8}}})
+    trained = []
+    real_epoch = T._Steps.run_epoch
+    monkeypatch.setattr(T._Steps, "run_epoch", lambda self, *a: trained.append(a[0]) or real_epoch(self, *a))
+
+    def search(folder, train_fn=train):
+        cfg = SearchConfig(space, storage=f"sqlite:///{folder}/s.db", results=folder, trials=1, confirm=0,
+                           enqueue=("eight",), halving=0, finish=True)
+        run(cfg, data=quadrant_data(), train_fn=train_fn)
+        return optuna.load_study(study_name="ckpt", storage=cfg.storage).trials
+
+    whole = search(tmp_path / "whole")
+    assert trained == [1, 2, 3]
+
+    def ctrl_c_in_epoch_2(model, data, config, on_epoch=None, **kw):
+        def watched(epoch, acc):
+            if epoch == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # the search's handler: stop after this epoch
+            return on_epoch(epoch, acc)
+        return train(model, data, config, on_epoch=watched, **kw)
+
+    trained.clear()
+    first = search(tmp_path / "cut", ctrl_c_in_epoch_2)
+    assert first[0].user_attrs["status"] == "interrupted" and trained == [1, 2]
+    assert list((tmp_path / "cut" / "ckpt" / "checkpoints").glob("*.pt"))
+    trained.clear()
+    resumed = search(tmp_path / "cut")
+    done = [t for t in resumed if t.state == TrialState.COMPLETE]
+    assert trained == [3] and len(done) == 1
+    assert done[0].user_attrs["accuracies"] == whole[0].user_attrs["accuracies"]
+    assert done[0].values == whole[0].values
+    assert not list((tmp_path / "cut" / "ckpt" / "checkpoints").glob("*.pt"))

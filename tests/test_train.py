@@ -347,3 +347,60 @@ def test_the_fake_trainer_keeps_the_real_trainers_contract():
     result = FakeTrainer()(model, tiny_data(), settings(epochs=4, batch_size=32, target=0.95))
     assert type(result) is TrainResult and result.status in STATUSES
     assert TrainResult().status in STATUSES
+
+
+# ---- checkpoints ------------------------------------------------------------------------------------
+
+def dropout_net() -> nn.Module:
+    return build(Spec.from_dict({"input": [1, 8, 8], "layers": [
+        {"conv": {"out": 6, "padding": 1}}, "relu", "bn", {"dropout": {"p": 0.2}}, "gap", "flatten",
+        {"linear": {"out": 2}}]}))
+
+
+def test_a_run_resumed_from_its_checkpoint_ends_exactly_as_the_whole_run(tmp_path):
+    """Ctrl-C in epoch 3's callback; the same call again trains only epoch 4, replays the callbacks of
+    1-3 with their figures, and ends with the whole run's weights, scores and losses (dropout, the
+    weight average and the augmentation draw from generators the checkpoint carries)."""
+    data, config = blobs(), quick(epochs=4, seed=3, ema=0.9, cutout=2)
+    per_epoch = T.images_per_epoch(len(data.y_train), config.batch_size)
+    rungs = (per_epoch // 2, per_epoch * 5 // 2)
+
+    def run(path=None, stop_at=None):
+        seen = []
+
+        def on_epoch(epoch, acc):
+            seen.append(("epoch", epoch, acc))
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+
+        net = dropout_net()
+        r = T.train(net, data, config, on_epoch=on_epoch, rungs=rungs,
+                    on_rung=lambda images, acc: seen.append(("rung", images, acc)), checkpoint=path)
+        return r, seen, net.state_dict()
+
+    whole, whole_seen, whole_state = run()
+    path = tmp_path / "ckpt" / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(path, stop_at=3)
+    assert path.exists()
+    resumed, seen, state = run(path)
+    assert seen == whole_seen and len(seen) == 6
+    assert resumed.accuracies == whole.accuracies and resumed.losses == whole.losses
+    assert resumed.rungs == whole.rungs and resumed.status == whole.status == "complete"
+    assert all(torch.equal(state[k], whole_state[k]) for k in whole_state)
+    assert len(resumed.epoch_seconds) == 4 and not path.exists()  # an ended run leaves no checkpoint
+
+
+def test_a_checkpoint_of_another_run_or_a_damaged_one_is_ignored(tmp_path):
+    data = blobs()
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        T.train(dropout_net(), data, quick(lr=0.1), checkpoint=path,
+                on_epoch=lambda e, a: (_ for _ in ()).throw(KeyboardInterrupt))
+    fresh_net, other_net = dropout_net(), dropout_net()
+    fresh = T.train(fresh_net, data, quick(lr=0.05))
+    other = T.train(other_net, data, quick(lr=0.05), checkpoint=path)  # another learning rate: another run
+    assert other.accuracies == fresh.accuracies and other.losses == fresh.losses
+    path.write_bytes(b"not a checkpoint")
+    damaged = T.train(dropout_net(), data, quick(lr=0.05), checkpoint=path)
+    assert damaged.losses == fresh.losses and not path.exists()

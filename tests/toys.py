@@ -64,7 +64,7 @@ class FakeTrainer:
     def result(accs: list, status: str) -> FakeResult:
         return FakeResult(accs, [0.0] * len(accs), [0.01] * len(accs), 0.01, None, status)
 
-    def __call__(self, model, data, config=None, on_epoch=None, rungs=(), on_rung=None):
+    def __call__(self, model, data, config=None, on_epoch=None, rungs=(), on_rung=None, checkpoint=None):
         from nas.train import TrainConfig, images_per_epoch
 
         config = config or TrainConfig()
