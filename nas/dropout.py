@@ -1,7 +1,7 @@
 """Element-wise dropout whose mask costs less on a CPU.
 
-``torch.nn.Dropout`` draws its CPU mask with ``bernoulli_``, one generator call per element; on the
-CIFAR nets that was the largest single op of a training step (``bench/cifar_limits.py``'s profile).
+``torch.nn.Dropout`` draws its CPU mask with ``bernoulli_``, one generator call per element; in
+``bench/cifar_limits.py``'s profile of seed 004's training step it was the largest single op.
 :class:`Dropout` draws 64 random bits per generator call instead and cuts them into four 16-bit
 numbers, each compared with ``p``: four mask elements per call, ``p`` rounded to a multiple of
 1/65536. On a GPU, and at evaluation, it is ``torch.nn.Dropout`` unchanged.

@@ -529,9 +529,7 @@ class _Checkpoint:
         """Load the file's state into this run if it is this run's: the accuracies of the epochs done."""
         try:
             state = torch.load(self.path, map_location=env.gen.device, weights_only=True)
-        except FileNotFoundError:
-            return []
-        except Exception:  # a damaged file: the run starts afresh and replaces it
+        except Exception:  # none yet, or a damaged one: the run starts afresh and replaces it
             return []
         if not isinstance(state, dict) or state.get("key") != self.key:
             return []
