@@ -26,20 +26,26 @@ from torch import nn
 _LEVELS = 1 << 16  # a 16-bit number per mask element
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A boolean mask of ``shape``, each element True with probability ``1 - p`` (to 1/65536)."""
-    n = shape.numel()
+def keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
+    """A boolean mask shaped and laid out like ``like``, each element True with probability ``1 - p``
+    (to 1/65536)."""
+    n = like.numel()
     # random_ over the whole int64 range: the default range, [0, 2**63), would leave one number in
     # four without its top bit and bias its elements.
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), (1 << 63) - 1)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-(1 << 63), (1 << 63) - 1)
     drop_below = round(p * _LEVELS) - _LEVELS // 2
-    return bits.view(torch.int16)[:n].view(shape) >= drop_below
+    # The mask takes the input's strides (channels_last in training): a contiguous mask would make
+    # torch.where's output contiguous too, and every layer after it would pay a layout copy.
+    dense = like.is_contiguous() or like.is_contiguous(memory_format=torch.channels_last)
+    lanes = bits.view(torch.int16)[:n]
+    lanes = lanes.as_strided(like.shape, like.stride()) if dense else lanes.view(like.shape)
+    return lanes >= drop_below
 
 
 class _Masked(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        keep = keep_mask(x.shape, p, x.device)
+        keep = keep_mask(x, p)
         ctx.save_for_backward(keep)
         ctx.scale = 1.0 / (1.0 - p)
         return torch.where(keep, x, 0.0).mul_(ctx.scale)  # where: cheaper than a multiply by a bool
