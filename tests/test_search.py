@@ -382,6 +382,19 @@ def test_a_diverged_net_is_counted_as_diverged_never_as_stopped_or_pruned(tmp_pa
     assert not {t.number for t in out.front} & set(nan_rows.trial)
 
 
+def _checkpoint_space() -> Space:
+    """Three epochs of a real (tiny) trainer, with dropout: what the checkpoint tests interrupt."""
+    return Space.from_dict({
+        "name": "ckpt", "input": [1, 12, 12],
+        "task": {"dataset": "quadrants", "target": 0.99, "max_epochs": 3, "validation": 100,
+                 "constraints": {"classes": 4}},
+        "train": {"batch_size": 32},
+        "choices": {"w": [4, 8]},
+        "blocks": {"f": [{"conv": {"out": "$w", "padding": 1}}, "relu", "bn", {"dropout": {"p": 0.1}}, "maxpool",
+                         {"conv": {"out": 4}}, "gap", "flatten"]},
+        "points": {"eight": {"w": 8}}})
+
+
 def test_a_trial_interrupted_mid_schedule_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     """Ctrl-C during epoch 2 of 3 with the real trainer: the same command trains only epoch 3 of that
     net, and the trial ends with the scores an uninterrupted search records."""
@@ -393,15 +406,7 @@ def test_a_trial_interrupted_mid_schedule_resumes_from_its_last_epoch(tmp_path, 
 
     T = importlib.import_module("nas.train")  # the module: `nas.train` is also the public function
 
-    space = Space.from_dict({
-        "name": "ckpt", "input": [1, 12, 12],
-        "task": {"dataset": "quadrants", "target": 0.99, "max_epochs": 3, "validation": 100,
-                 "constraints": {"classes": 4}},
-        "train": {"batch_size": 32},
-        "choices": {"w": [4, 8]},
-        "blocks": {"f": [{"conv": {"out": "$w", "padding": 1}}, "relu", "bn", {"dropout": {"p": 0.1}}, "maxpool",
-                         {"conv": {"out": 4}}, "gap", "flatten"]},
-        "points": {"eight": {"w": 8}}})
+    space = _checkpoint_space()
     trained = []
     real_epoch = T._Steps.run_epoch
     monkeypatch.setattr(T._Steps, "run_epoch", lambda self, *a: trained.append(a[0]) or real_epoch(self, *a))
@@ -432,4 +437,52 @@ def test_a_trial_interrupted_mid_schedule_resumes_from_its_last_epoch(tmp_path, 
     assert trained == [3] and len(done) == 1
     assert done[0].user_attrs["accuracies"] == whole[0].user_attrs["accuracies"]
     assert done[0].values == whole[0].values
+    assert not list((tmp_path / "cut" / "ckpt" / "checkpoints").glob("*.pt"))
+
+
+def test_a_confirmation_seed_interrupted_mid_schedule_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    """Ctrl-C during epoch 2 of a confirmation seed: the same command trains only that seed's epoch 3,
+    and the seed tests as the uninterrupted confirmation does."""
+    import importlib
+    import os
+    import signal
+
+    from nas.train import train
+
+    T = importlib.import_module("nas.train")
+    space = _checkpoint_space()
+    trained = []
+    real_epoch = T._Steps.run_epoch
+    monkeypatch.setattr(T._Steps, "run_epoch", lambda self, *a: trained.append(a[0]) or real_epoch(self, *a))
+
+    def search(folder, train_fn=train):
+        cfg = SearchConfig(space, storage=f"sqlite:///{folder}/s.db", results=folder, trials=1, confirm=1, seeds=1,
+                           enqueue=("eight",), halving=0, finish=True)
+        return run(cfg, data=quadrant_data(), train_fn=train_fn).confirmed
+
+    whole = search(tmp_path / "whole")
+    assert trained == [1, 2, 3, 1, 2, 3]  # the trial, then its one confirmation seed
+    [expected] = whole.found.values()
+
+    calls = []
+
+    def ctrl_c_in_confirmation_epoch_2(model, data, config, on_epoch=None, **kw):
+        calls.append(config)
+
+        def watched(epoch, acc):
+            if len(calls) == 2 and epoch == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # stop after this epoch
+            return on_epoch(epoch, acc) if on_epoch else False
+        return train(model, data, config, on_epoch=watched, **kw)
+
+    trained.clear()
+    first = search(tmp_path / "cut", ctrl_c_in_confirmation_epoch_2)
+    assert first.interrupted and trained == [1, 2, 3, 1, 2]
+    assert [p.name.split("_", 2)[2] for p in (tmp_path / "cut" / "ckpt" / "checkpoints").glob("confirm_*.pt")] \
+        == ["e3_seed0.pt"]
+    trained.clear()
+    resumed = search(tmp_path / "cut")
+    [got] = resumed.found.values()
+    assert trained == [3] and not resumed.interrupted
+    assert got.accuracies == expected.accuracies and got.done
     assert not list((tmp_path / "cut" / "ckpt" / "checkpoints").glob("*.pt"))
