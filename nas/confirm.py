@@ -16,6 +16,7 @@ whose sampler must never learn from them.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +155,7 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
     out = Confirmed(task.target, task.cost, epochs, len(data.y_train), asked=asked)
     with Stop(signals, cfg.quiet) as stop:
         try:
-            out.trained = _work(cfg, runs, data, train_fn, stop, on_run)
+            out.trained = _work(cfg, runs, data, train_fn, stop, on_run, epochs)
         except KeyboardInterrupt:  # from Python: the run in training was queued again on the way out
             if signals:
                 raise
@@ -167,13 +168,13 @@ def confirm(cfg, study: optuna.Study, data, train_fn: Callable | None = None, on
     return out
 
 
-def _work(cfg, runs: optuna.Study, data, train_fn, stop: Stop, on_run) -> int:
+def _work(cfg, runs: optuna.Study, data, train_fn, stop: Stop, on_run, epochs: int) -> int:
     """Take queued runs until none is left (waiting for other workers' runs, which may need retrying)."""
     poll = min(5.0, studies.heartbeat_settings()[0])
     done = 0
     while not stop.requested:
         studies.fail_stale(runs)  # a dead worker's run is queued again
-        trial_id = runs._pop_waiting_trial_id()
+        trial_id = _claim(cfg, runs, epochs)
         if trial_id is None:
             if runs.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) and studies.heartbeat_enabled(runs):
                 time.sleep(poll)
@@ -185,6 +186,27 @@ def _work(cfg, runs: optuna.Study, data, train_fn, stop: Stop, on_run) -> int:
         if on_run:
             on_run(runs.trials[trial.number])
     return done
+
+
+def _claim(cfg, runs: optuna.Study, epochs: int) -> int | None:
+    """Take the next queued run, or None. The cheapest design's runs go first: its seeds alone can make
+    every dearer design needless. Within a design, a run cut short (it resumes from its checkpoint)
+    goes before a fresh one. Claimed as Optuna claims its own queue: of two workers, one wins."""
+    cost = cfg.space.task.cost
+
+    def order(t: optuna.trial.FrozenTrial):
+        r = trials.Run.of(t)
+        size = r.figures.get(cost)
+        cut = _checkpoint(cfg, r.fingerprint, r.seed, r.epochs or epochs).is_file()
+        return (math.inf if size is None else size, not cut, r.seed, t.number)
+
+    for t in sorted(runs.get_trials(deepcopy=False, states=(TrialState.WAITING,)), key=order):
+        try:
+            if runs._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return t._trial_id
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker took it and finished it meanwhile
+    return None
 
 
 def _run(cfg, runs: optuna.Study, trial: optuna.Trial, data, train_fn, stop: Stop) -> int:

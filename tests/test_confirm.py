@@ -267,3 +267,43 @@ def analyse_point(space, params):
 def distributions(space):
     from optuna.distributions import CategoricalDistribution
     return {k: CategoricalDistribution(space.labels(k)) for k in space.choices}
+
+
+def test_a_resumed_confirmation_takes_the_cheapest_designs_cut_run_first(tmp_path):
+    """A run cut by Ctrl-C goes to the back of Optuna's queue; the next confirmation still trains the
+    cheapest design's runs first, the cut one (which resumes from its checkpoint) before a fresh seed,
+    so a dearer design's seeds are never trained while the cheapest can still make them needless."""
+    cfg = config(tmp_path, confirm=2)
+    study = open_study(cfg)
+    points = [{"w": 4, "k": 3, "pool": "maxpool"}, {"w": 8, "k": 3, "pool": "maxpool"}]
+    for p in points:  # two front designs that reached the 0.95 target
+        a = analyse_point(cfg.space, p)
+        study.add_trial(optuna.trial.create_trial(params=cfg.space.encode(p), distributions=distributions(cfg.space),
+                                                  values=[0.97, a.params], user_attrs={
+            "trained": True, "status": "target_met", "reached_target": True, "accuracies": [0.97],
+            "params": a.params, "rf": a.rf, "macs": a.macs, "failures": [], "spec": a.spec.to_dict()}))
+    cheap, dear = sorted(analyse_point(cfg.space, p).params for p in points)
+    trained, resumed = [], []
+
+    def fake(model, data, config, on_epoch=None, checkpoint=None, **kw):
+        size = sum(p.numel() for p in model.parameters())
+        if (size, config.seed) == (cheap, 1) and not trained_before_cut:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.write_bytes(b"epoch 3")  # what the trainer leaves after each epoch
+            trained_before_cut.append(True)
+            raise KeyboardInterrupt  # Ctrl-C mid-run
+        trained.append((size, config.seed))
+        resumed.append(checkpoint.is_file())
+        return FakeTrainer.__call__.__globals__["FakeResult"]([0.97], [0.0], [0.01], 0.01, None, "complete")
+
+    trained_before_cut: list[bool] = []
+    first = confirm(cfg, study, tiny_data(), train_fn=fake, signals=False)
+    assert first.interrupted and trained == [(cheap, 0)]
+    trained.clear(), resumed.clear()
+    done = confirm(cfg, study, tiny_data(), train_fn=fake, signals=False)
+    assert trained == [(cheap, 1), (cheap, 2)], "the cut run first, then the cheapest design's fresh seed"
+    assert resumed == [True, False]
+    assert done.best.figures["params"] == cheap and done.best.done
+    runs = companion(study).trials
+    skipped = [t.user_attrs["message"] for t in runs if t.user_attrs.get("status") == "skipped"]
+    assert skipped == [f"a design of {cheap:,} params meets the target"] * 3

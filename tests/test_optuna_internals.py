@@ -18,12 +18,23 @@ def test_heartbeat_helpers_that_confirmation_and_stale_checks_use():
     assert list(inspect.signature(_heartbeat.get_heartbeat_thread).parameters) == ["trial_id", "storage"]
 
 
-def test_study_internals(tmp_path):
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_study_internals(tmp_path, kind):
+    storage = (f"sqlite:///{tmp_path}/s.db" if kind == "sqlite"
+               else JournalStorage(JournalFileBackend(str(tmp_path / "j.log"))))
+    study = optuna.create_study(storage=storage, study_name="s")
     assert isinstance(study._storage, optuna.storages.BaseStorage)  # companion studies and summaries reach it so
-    assert study._pop_waiting_trial_id() is None  # confirmation workers take queued runs one at a time
+
+    # confirmation workers claim a queued run of their choosing as Optuna's own queue does: of two, one wins
     study.enqueue_trial({}, user_attrs={"x": 1})
-    assert isinstance(study._pop_waiting_trial_id(), int)
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1
+    tid = waiting[0]._trial_id
+    assert study._storage.set_trial_state_values(tid, state=optuna.trial.TrialState.RUNNING) is True
+    assert study._storage.set_trial_state_values(tid, state=optuna.trial.TrialState.RUNNING) is False
+    study._storage.set_trial_state_values(tid, state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        study._storage.set_trial_state_values(tid, state=optuna.trial.TrialState.RUNNING)
 
 
 def test_journal_storage_keeps_its_backend(tmp_path):

@@ -280,6 +280,10 @@ def test_killed_worker_trial_fails_and_is_retrained_by_another(pg, image_data, t
     first.wait(timeout=30)
     killed = next(t for t in trials(url) if t.number == victim.number)
     assert killed.state == TrialState.RUNNING, "the trial ended before the kill: make the test's training slower"
+    # past the grace (NAS_GRACE_SECONDS=3 in worker()), so the second worker's first trial finds the
+    # victim dead and retries it; a worker that came sooner would first train a new net, which could
+    # make the retry dominated, as it should, but then not trained here
+    time.sleep(4)
 
     second = worker(args, tmp_path, cache)
     rc, out, err = finish(second)
