@@ -114,10 +114,10 @@ def run_one(job: tuple) -> dict:
         data = replace(data, **down)
         changes["crop_padding"] = max(1, base.crop_padding // k)
     config = settings({**vars(base), **changes}, source=f"fidelity {fid.name}")
-    start = time.perf_counter()
     result = train(build(space.spec(point["choices"])), data, config, checkpoint=checkpoint)
+    # result.seconds counts the epochs a resumed run restored from its checkpoint too
     return {"point": point["id"], "fidelity": fid.name, "accuracies": result.accuracies, "status": result.status,
-            "images": len(data.y_train), "epochs": epochs, "seconds": round(time.perf_counter() - start, 1)}
+            "images": len(data.y_train), "epochs": epochs, "seconds": round(result.seconds, 1)}
 
 
 def kendall(a: list[float], b: list[float]) -> float:

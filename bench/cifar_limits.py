@@ -9,7 +9,8 @@ For one ``cifar_small`` point, seed 004 and the smallest ``cifar_dws`` point, in
    written and read once forward and about twice backward, at the copy bandwidth); the larger binds;
 3. the trainer's own step, timed: ``nas.train.train`` for one epoch of random CIFAR-shaped images
    (augmentation, the optimizer, and one evaluation of a single batch at the end), before and after
-   the trainer's speed-ups (torch's dropout, then :class:`nas.dropout.Dropout`), alternated;
+   the trainer's speed-ups (torch's dropout, then :class:`nas.dropout.Dropout`, then that trainer
+   with ``TrainConfig(compile=True)``: torch.compile of the net, which may fuse BN and ReLU), alternated;
    a training step's profile by op, before and after;
 4. what the evaluation after each search epoch costs (BatchNorm re-estimation and validation)
    against that epoch's training.
@@ -149,24 +150,31 @@ def torch_dropout(model: nn.Module) -> nn.Module:
 
 def trainer_epochs(spec_analysis, steps: int, repeats: int) -> dict:
     """Seconds per step of ``nas.train.train`` (1 epoch of ``steps`` batches, evaluation excluded),
-    with torch's dropout (before) and nas's (after), the two alternated ``repeats`` times."""
+    with torch's dropout (before), nas's (after) and nas's compiled, alternated ``repeats`` times."""
+    from dataclasses import replace
+
     from nas.build import build
     from nas.train import TrainConfig, train
 
     data = random_cifar(BATCH * steps)
     config = TrainConfig(epochs=1, batch_size=BATCH, progress=False, bn_recalibrate=0, eval_each_epoch=False)
+    configs = {"before": config, "after": config, "compiled": replace(config, compile=True)}
     models = {"before": torch_dropout(build(spec_analysis.spec, spec_analysis)),
-              "after": build(spec_analysis.spec, spec_analysis)}
+              "after": build(spec_analysis.spec, spec_analysis), "compiled": build(spec_analysis.spec, spec_analysis)}
     times = {k: [] for k in models}
+    warmup = {}
     for k, model in models.items():
-        train(model, data, config)  # warm-up: allocator, kernels
+        t0 = time.perf_counter()
+        train(model, data, configs[k])  # warm-up: allocator, kernels, and the compile itself
+        warmup[k] = time.perf_counter() - t0
     for _ in range(repeats):
         for k, model in models.items():
-            times[k].append(train(model, data, config).epoch_seconds[0] / steps)
+            times[k].append(train(model, data, configs[k]).epoch_seconds[0] / steps)
     out = {}
     for k, ts in times.items():
         step = statistics.median(ts)
-        out[k] = {"step_seconds": step, "epoch_seconds": step * (EPOCH // BATCH), "step_seconds_all": ts}
+        out[k] = {"step_seconds": step, "epoch_seconds": step * (EPOCH // BATCH), "step_seconds_all": ts,
+                  "warmup_seconds": warmup[k]}
     return out
 
 
@@ -257,16 +265,21 @@ def main() -> None:
           f"Copy bandwidth: **{bandwidth:.1f} GB/s** (a 256 MiB float32 copy, bytes read plus written).\n",
           "Seconds per 50,000-image epoch at batch 128 (390 steps). Before: torch's `nn.Dropout`; after: "
           f"`nas.dropout.Dropout`; the trainer's median of {args.trainer_repeats} epochs of {args.steps} steps each, "
-          "the two alternated in this run:\n",
+          "compiled: after, with `TrainConfig(compile=True)`; alternated in this run:\n",
           "| point | params | MMACs/image | arithmetic floor | memory floor | convs alone, as measured | "
-          "trainer before | trainer after | after / before | binds |",
-          "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :--- |"]
+          "trainer before | trainer after | after / before | compiled | compiled / after | binds |",
+          "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :--- |"]
     for pt in report["points"]:
         binds = "memory" if pt["memory_floor_s"] > pt["arithmetic_floor_s"] else "arithmetic"
         before, after = pt["trainer"]["before"]["epoch_seconds"], pt["trainer"]["after"]["epoch_seconds"]
+        compiled = pt["trainer"]["compiled"]["epoch_seconds"]
         md.append(f"| {pt['name']} | {pt['params']:,} | {pt['macs'] / 1e6:.1f} | {pt['arithmetic_floor_s']:.0f} s | "
                   f"{pt['memory_floor_s']:.0f} s | {pt['conv_seconds_per_epoch_as_measured']:.0f} s | "
-                  f"{before:.0f} s | {after:.0f} s | {after / before:.2f} | {binds} |")
+                  f"{before:.0f} s | {after:.0f} s | {after / before:.2f} | {compiled:.0f} s | "
+                  f"{compiled / after:.2f} | {binds} |")
+    md.append("\nCompiling (the compiled arm's first, untimed epoch, less the eager one's): "
+              + ", ".join(f"{pt['name']} {pt['trainer']['compiled']['warmup_seconds'] - pt['trainer']['after']['warmup_seconds']:.0f} s"
+                          for pt in report["points"]) + ".")
     md.append("\nThe arithmetic floor runs every conv at the best GFLOP/s measured for its kind in that net; "
               "the memory floor moves every layer's input and output three times at the copy bandwidth. "
               "Each conv timed alone also pays its own call and allocation, and its sum can exceed the trainer's "
