@@ -14,7 +14,7 @@ where the last one stopped. The chosen points are fixed by the first run.
 
 Usage (from the repository root)::
 
-    python bench/cifar_fidelity.py --data-dir ../shared/data      # resumes; Ctrl-C keeps what is done
+    python bench/cifar_fidelity.py --data-dir ../shared/data      # resumes; Ctrl-C stops after the epochs under way
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import machine, write  # noqa: E402
+from nas.workers import Stop  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,21 @@ def choose_points(space, n: int, max_mmacs: float, seed: int) -> list[dict]:
     return [dict(p, id=f"p{i:02d}") for i, p in enumerate(sorted(chosen, key=lambda p: (p["params"], p["macs"])))]
 
 
+_STOP = None  # this worker's Ctrl-C and SIGTERM handler: the first one finishes the epoch under way
+
+
 def run_one(job: tuple) -> dict:
-    """Train one point at one fidelity in this process (one thread); returns its record."""
+    """Train one point at one fidelity in this process (one thread); returns its record, whose status
+    is ``complete`` unless a stop was asked for (then its checkpoint holds the epochs done)."""
+    global _STOP
     import torch
     import torch.nn.functional as F
 
+    if _STOP is None:
+        _STOP = Stop(signals=True, quiet=True).__enter__()
+    space_file, data_dir, point, fid, limit, full_epochs, checkpoint = job
+    if _STOP.requested:  # a job queued before the stop: it would only train one epoch
+        return {"point": point["id"], "fidelity": fid["name"], "status": "not started"}
     torch.set_num_threads(1)
     from nas.build import build
     from nas.schedule import train_config
@@ -96,7 +107,6 @@ def run_one(job: tuple) -> dict:
     from nas.space import Space
     from nas.train import settings, train
 
-    space_file, data_dir, point, fid, limit, full_epochs, checkpoint = job
     fid = Fidelity(**fid)
     space = Space.load(space_file)
     cfg = SearchConfig(space, data_dir=data_dir, seed=0)
@@ -114,7 +124,8 @@ def run_one(job: tuple) -> dict:
         data = replace(data, **down)
         changes["crop_padding"] = max(1, base.crop_padding // k)
     config = settings({**vars(base), **changes}, source=f"fidelity {fid.name}")
-    result = train(build(space.spec(point["choices"])), data, config, checkpoint=checkpoint)
+    result = train(build(space.spec(point["choices"])), data, config, checkpoint=checkpoint,
+                   on_epoch=lambda epoch, acc: _STOP.requested)
     # result.seconds counts the epochs a resumed run restored from its checkpoint too
     return {"point": point["id"], "fidelity": fid.name, "accuracies": result.accuracies, "status": result.status,
             "images": len(data.y_train), "epochs": epochs, "seconds": round(result.seconds, 1)}
@@ -187,21 +198,29 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     interrupted = False
-    with ProcessPoolExecutor(args.jobs) as pool:
+    # Ctrl-C (or SIGTERM, to the process group): every worker finishes the epoch under way and keeps
+    # its checkpoint, the jobs not started return at once, and the report covers the runs done.
+    # A second Ctrl-C aborts the epochs under way.
+    with Stop(signals=True) as stop, ProcessPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run_one, (space_file, args.data_dir, p, asdict(f), args.train_limit, full_epochs,
                                          str(state / "checkpoints" / f"{p['id']}_{f.name}.pt"))) for p, f in todo]
         try:
             for future in as_completed(futures):
-                r = future.result()
+                try:
+                    r = future.result()
+                except KeyboardInterrupt:  # a worker aborted by a second Ctrl-C
+                    continue
+                if r["status"] in ("stopped", "not started"):  # its checkpoint holds the epochs done
+                    continue
                 runs[f"{r['point']}/{r['fidelity']}"] = r
                 tmp = runs_file.with_suffix(".tmp")
                 tmp.write_text(json.dumps(runs, indent=1))
                 os.replace(tmp, runs_file)  # a kill mid-write never loses the runs already done
                 print(f"{r['point']} {r['fidelity']}: {r['accuracies'][-1]:.2%} in {r['seconds']:.0f} s", flush=True)
         except KeyboardInterrupt:
-            interrupted = True
             for f in futures:
                 f.cancel()
+        interrupted = stop.requested
     rows, best = summary(points, runs, full_epochs, args.tau)
 
     command = "python bench/cifar_fidelity.py " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
