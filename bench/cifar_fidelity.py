@@ -57,7 +57,7 @@ class Fidelity:
 
 
 FULL = Fidelity("full")
-FIDELITIES = (Fidelity("epoch2", partial=2), Fidelity("epoch4", partial=4), Fidelity("epoch7", partial=7),
+FIDELITIES = (Fidelity("epoch1", partial=1), Fidelity("epoch2", partial=2), Fidelity("epoch4", partial=4), Fidelity("epoch7", partial=7),
               Fidelity("epoch10", partial=10), Fidelity("res16_4ep", epochs=4, resolution=16),
               Fidelity("short4", epochs=4), Fidelity("subset20", images=0.2))
 
@@ -137,6 +137,19 @@ def kendall(a: list[float], b: list[float]) -> float:
     return float(kendalltau(a, b).statistic)
 
 
+def interval(a: list[float], b: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A 90% bootstrap interval of Kendall's tau over the points: with about ten points one tau is a
+    coarse figure, and this says how coarse."""
+    import numpy as np
+
+    rng, n = np.random.default_rng(seed), len(a)
+    a, b = np.asarray(a), np.asarray(b)
+    taus = [kendall(a[i], b[i]) for i in (rng.integers(0, n, n) for _ in range(resamples))]
+    taus = [t for t in taus if t == t]  # a resample of one repeated point has no tau
+    lo, hi = np.percentile(taus, [5, 95])
+    return float(lo), float(hi)
+
+
 def score(fid: Fidelity, runs: dict, point: str) -> float | None:
     """The validation accuracy ``fid`` gives ``point``, or None while its run is not done."""
     full = runs.get(f"{point}/full")
@@ -153,11 +166,16 @@ def summary(points: list[dict], runs: dict, full_epochs: int, tau_min: float) ->
         pairs = [(score(fid, runs, p["id"]), score(FULL, runs, p["id"])) for p in points]
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
         tau = kendall(*zip(*pairs)) if len(pairs) >= 3 else None
-        seconds = [runs[f"{p['id']}/{fid.name}"]["seconds"] for p in points if f"{p['id']}/{fid.name}" in runs]
-        rows.append({"fidelity": fid.name, "cost": fid.cost(full_epochs), "points": len(pairs), "tau": tau,
+        band = interval(*zip(*pairs)) if len(pairs) >= 5 else None
+        own = "full" if fid.partial else fid.name  # a partial fidelity's seconds: its share of the full run's
+        share = fid.partial / full_epochs if fid.partial else 1.0
+        seconds = [runs[f"{p['id']}/{own}"]["seconds"] * share for p in points if f"{p['id']}/{own}" in runs]
+        rows.append({"fidelity": fid.name, "cost": fid.cost(full_epochs), "points": len(pairs), "tau": tau, "interval": band,
                      "median_seconds": sorted(seconds)[len(seconds) // 2] if seconds else None})
     passing = [r for r in rows if r["tau"] is not None and r["tau"] >= tau_min and r["points"] >= len(points)]
-    best = min(passing, key=lambda r: r["cost"])["fidelity"] if passing else None
+    # at equal cost a partial fidelity wins: its work is not lost, since a net it keeps goes on training
+    partial = {f.name for f in fidelities(full_epochs) if f.partial}
+    best = min(passing, key=lambda r: (r["cost"], r["fidelity"] not in partial))["fidelity"] if passing else None
     return rows, best
 
 
@@ -229,14 +247,19 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"# CIFAR-10 fidelities against the full schedule: {args.space}", "",
              f"`{command}`, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {m['cpu']}, {m['cores']} cores, "
              f"{args.jobs} single-threaded processes; this invocation {time.perf_counter() - started:.0f} s"
-             + (" (interrupted)" if interrupted else "") + ".", "",
+             + (" (interrupted)" if interrupted else "")
+             + f"; the {len(runs)} runs so far, over every invocation, {sum(r['seconds'] for r in runs.values()) / 3600:.1f} "
+             "training hours.", "",
              f"{len(points)} nets drawn at random (seed {args.seed}) among the distinct feasible nets under "
              f"{args.max_mmacs:g} MMACs; {done} of them trained on the full schedule ({full_epochs} epochs) so far. "
              "Every figure is validation accuracy after a run's last epoch (the search's split; the test set "
-             "is not read). Cost: training pixels seen, as a share of the full schedule's.", "",
-             "| fidelity | cost | points | Kendall's tau | median seconds |", "| :--- | ---: | ---: | ---: | ---: |"]
+             "is not read). Cost: training pixels seen, as a share of the full schedule's. The interval: "
+             "5th to 95th percentile of tau over 2,000 bootstrap resamples of the points.", "",
+             "| fidelity | cost | points | Kendall's tau | 90% interval | median seconds |",
+             "| :--- | ---: | ---: | ---: | :---: | ---: |"]
     lines += [f"| {r['fidelity']} | {r['cost']:.2f} | {r['points']} | "
               + (f"{r['tau']:.2f}" if r["tau"] is not None else "n/a") + " | "
+              + ("{:.2f} to {:.2f}".format(*r["interval"]) if r["interval"] else "") + " | "
               + (f"{r['median_seconds']:.0f}" if r["median_seconds"] else "") + " |" for r in rows]
     lines += ["", (f"Cheapest fidelity with tau >= {args.tau} on all {len(points)} points: **{best}**." if best else
                    f"No fidelity has reached tau >= {args.tau} on all {len(points)} points yet.")]
