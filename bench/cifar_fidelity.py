@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -128,7 +130,8 @@ def run_one(job: tuple) -> dict:
                    on_epoch=lambda epoch, acc: _STOP.requested)
     # result.seconds counts the epochs a resumed run restored from its checkpoint too
     return {"point": point["id"], "fidelity": fid.name, "accuracies": result.accuracies, "status": result.status,
-            "images": len(data.y_train), "epochs": epochs, "seconds": round(result.seconds, 1)}
+            "images": len(data.y_train), "epochs": epochs, "seconds": round(result.seconds, 1),
+            "cpu": machine()["cpu"]}  # runs span sessions, whose CPUs may differ
 
 
 def kendall(a: list[float], b: list[float]) -> float:
@@ -140,12 +143,10 @@ def kendall(a: list[float], b: list[float]) -> float:
 def interval(a: list[float], b: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """A 90% bootstrap interval of Kendall's tau over the points: with about ten points one tau is a
     coarse figure, and this says how coarse."""
-    import numpy as np
-
     rng, n = np.random.default_rng(seed), len(a)
     a, b = np.asarray(a), np.asarray(b)
     taus = [kendall(a[i], b[i]) for i in (rng.integers(0, n, n) for _ in range(resamples))]
-    taus = [t for t in taus if t == t]  # a resample of one repeated point has no tau
+    taus = [t for t in taus if not np.isnan(t)]  # a resample of one repeated point has no tau
     lo, hi = np.percentile(taus, [5, 95])
     return float(lo), float(hi)
 
@@ -168,14 +169,14 @@ def summary(points: list[dict], runs: dict, full_epochs: int, tau_min: float) ->
         tau = kendall(*zip(*pairs)) if len(pairs) >= 3 else None
         band = interval(*zip(*pairs)) if len(pairs) >= 5 else None
         own = "full" if fid.partial else fid.name  # a partial fidelity's seconds: its share of the full run's
-        share = fid.partial / full_epochs if fid.partial else 1.0
+        share = fid.cost(full_epochs) if fid.partial else 1.0
         seconds = [runs[f"{p['id']}/{own}"]["seconds"] * share for p in points if f"{p['id']}/{own}" in runs]
         rows.append({"fidelity": fid.name, "cost": fid.cost(full_epochs), "points": len(pairs), "tau": tau, "interval": band,
+                     "partial": fid.partial is not None,
                      "median_seconds": sorted(seconds)[len(seconds) // 2] if seconds else None})
     passing = [r for r in rows if r["tau"] is not None and r["tau"] >= tau_min and r["points"] >= len(points)]
     # at equal cost a partial fidelity wins: its work is not lost, since a net it keeps goes on training
-    partial = {f.name for f in fidelities(full_epochs) if f.partial}
-    best = min(passing, key=lambda r: (r["cost"], r["fidelity"] not in partial))["fidelity"] if passing else None
+    best = min(passing, key=lambda r: (r["cost"], not r["partial"]))["fidelity"] if passing else None
     return rows, best
 
 
@@ -253,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
              f"{len(points)} nets drawn at random (seed {args.seed}) among the distinct feasible nets under "
              f"{args.max_mmacs:g} MMACs; {done} of them trained on the full schedule ({full_epochs} epochs) so far. "
              "Every figure is validation accuracy after a run's last epoch (the search's split; the test set "
-             "is not read). Cost: training pixels seen, as a share of the full schedule's. The interval: "
+             "is not read). Cost: training pixels seen, as a share of the full schedule's. Seconds: the median "
+             "run's, a partial fidelity's as its share of the full run's; runs made in different sessions may "
+             "have had different CPUs (runs.json names each run's where recorded), so no speed is compared. The interval: "
              "5th to 95th percentile of tau over 2,000 bootstrap resamples of the points.", "",
              "| fidelity | cost | points | Kendall's tau | 90% interval | median seconds |",
              "| :--- | ---: | ---: | ---: | :---: | ---: |"]
